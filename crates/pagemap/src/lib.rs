@@ -1,0 +1,2 @@
+//! devpriv-pagemap (being implemented).
+#![no_std]

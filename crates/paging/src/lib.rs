@@ -1,0 +1,2 @@
+//! devpriv-paging (being implemented).
+#![no_std]
