@@ -1,2 +1,59 @@
-//! xtask
-fn main() {}
+//! devpriv's task runner: `cargo xtask <command>`.
+//!
+//! - `test`: every check CI runs (format, lints for three targets, host tests, loom
+//!   models, bare-metal builds, QEMU boots), with one summary line per step.
+//! - `qemu`: build and boot the example kernels.
+//! - `bench`: run the criterion benches and print one summary table.
+//! - `pte`: decode and encode raw page-table entries.
+
+mod bench;
+mod cli;
+mod pte_tool;
+mod qemu;
+mod test;
+mod toolchain;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args]
+
+commands:
+  test                      run every check CI runs (fmt, clippy x3 targets, host tests,
+                            loom models, bare-metal builds, QEMU boots)
+  qemu [--arch x86_64|aarch64|all] [--accel kvm]
+                            build and boot the example kernels
+  bench [--summary] [FILTER]
+                            run the benchmarks and print one summary table
+                            (--summary: only print the table from the last run)
+  pte decode --arch ARCH --level N [--json] HEX
+  pte encode --arch ARCH --level N --kind KIND (--pfn|--index|--offset) VALUE
+             [--young] [--dirty] [--exclusive] [--uffd-wp] [--soft-dirty]
+                            decode or encode one page-table entry
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = match command.as_str() {
+        "test" => test::run(rest),
+        "qemu" => qemu::run(rest),
+        "bench" => bench::run(rest),
+        "pte" => pte_tool::run(rest),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Small helpers shared by the commands: argument parsing and running cargo.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The repository root (the parent of xtask's manifest directory).
+pub fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// A `cargo` command run from the repository root, with the same cargo binary that runs
+/// xtask.
+pub fn cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.current_dir(repo_root());
+    command
+}
+
+/// Parsed `--flag value` options, `--switch` flags and positional arguments.
+#[derive(Debug, Default)]
+pub struct Args {
+    options: Vec<(String, String)>,
+    switches: Vec<String>,
+    /// Arguments that are neither options nor switches, in order.
+    pub positional: Vec<String>,
+}
+
+impl Args {
+    /// Parses `args`; names in `with_value` take the next argument as their value.
+    pub fn parse(args: &[String], with_value: &[&str]) -> Result<Self, String> {
+        let mut parsed = Args::default();
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            if let Some(name) = arg.strip_prefix("--") {
+                if let Some((name, value)) = name.split_once('=') {
+                    parsed.options.push((name.to_string(), value.to_string()));
+                } else if with_value.contains(&name) {
+                    let value = iter
+                        .next()
+                        .ok_or_else(|| format!("--{name} needs a value"))?;
+                    parsed.options.push((name.to_string(), value.clone()));
+                } else {
+                    parsed.switches.push(name.to_string());
+                }
+            } else {
+                parsed.positional.push(arg.clone());
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// The value of `--name`, if given.
+    pub fn option(&self, name: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether `--name` was given.
+    pub fn switch(&self, name: &str) -> bool {
+        self.switches.iter().any(|s| s == name)
+    }
+
+    /// Fails on any switch not in `known`.
+    pub fn reject_unknown_switches(&self, known: &[&str]) -> Result<(), String> {
+        match self.switches.iter().find(|s| !known.contains(&s.as_str())) {
+            Some(s) => Err(format!("unknown flag --{s}")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Parses a number written in hex (`0x` prefix) or decimal.
+pub fn parse_number(text: &str) -> Result<u64, String> {
+    let cleaned: String = text.chars().filter(|c| *c != '_').collect();
+    let parsed = match cleaned
+        .strip_prefix("0x")
+        .or_else(|| cleaned.strip_prefix("0X"))
+    {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => cleaned.parse::<u64>(),
+    };
+    parsed.map_err(|e| format!("`{text}` is not a 64-bit number: {e}"))
+}

@@ -1,0 +1,300 @@
+//! `cargo xtask pte decode|encode`: one page-table entry to and from its raw value.
+
+use devpriv_pte::arch::{aarch64::Aarch64, x86_64::X86_64};
+use devpriv_pte::{
+    DeviceAccess, DeviceIndex, Entry, LeafAttributes, Level, Marker, MigrationAccess, Pfn,
+    PteFormat, SideBits, SoftwareEntry, SoftwareKind, SwapType,
+};
+use serde_json::{Map, Value, json};
+
+use crate::cli::{Args, parse_number};
+
+/// Dispatches `pte decode` and `pte encode`.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let Some((verb, rest)) = args.split_first() else {
+        return Err("usage: cargo xtask pte decode|encode ...".into());
+    };
+    let args = Args::parse(
+        rest,
+        &[
+            "arch",
+            "level",
+            "kind",
+            "pfn",
+            "index",
+            "offset",
+            "swap-type",
+        ],
+    )?;
+    let arch = args
+        .option("arch")
+        .ok_or("--arch x86_64|aarch64 is required")?;
+    let level_text = args.option("level").ok_or("--level N is required")?;
+    let level = level_text
+        .parse::<u8>()
+        .ok()
+        .and_then(Level::from_number)
+        .ok_or_else(|| format!("--level must be 1..=5, got `{level_text}`"))?;
+    match (verb.as_str(), arch) {
+        ("decode", "x86_64") => decode::<X86_64>(&args, level),
+        ("decode", "aarch64") => decode::<Aarch64>(&args, level),
+        ("encode", "x86_64") => encode::<X86_64>(&args, level),
+        ("encode", "aarch64") => encode::<Aarch64>(&args, level),
+        ("decode" | "encode", other) => {
+            Err(format!("unknown --arch `{other}` (x86_64 or aarch64)"))
+        }
+        (other, _) => Err(format!("unknown pte command `{other}` (decode or encode)")),
+    }
+}
+
+fn decode<F: PteFormat>(args: &Args, level: Level) -> Result<(), String> {
+    args.reject_unknown_switches(&["json"])?;
+    let [raw_text] = args.positional.as_slice() else {
+        return Err("pte decode takes exactly one raw value".into());
+    };
+    let raw = parse_number(raw_text)?;
+    let entry = F::decode(raw, level).map_err(|e| {
+        format!(
+            "{raw:#018x} is not a valid entry at level {}: {e}",
+            level.number()
+        )
+    })?;
+    let fields = describe(&entry);
+    if args.switch("json") {
+        let mut object = Map::new();
+        object.insert("arch".into(), json!(arch_name::<F>()));
+        object.insert("level".into(), json!(level.number()));
+        object.insert("raw".into(), json!(format!("{raw:#x}")));
+        object.extend(fields);
+        println!("{}", Value::Object(object));
+    } else {
+        println!("{}", one_line(&fields));
+    }
+    Ok(())
+}
+
+fn arch_name<F: PteFormat>() -> &'static str {
+    match F::ARCH {
+        devpriv_pte::Arch::X86_64 => "x86_64",
+        devpriv_pte::Arch::Aarch64 => "aarch64",
+    }
+}
+
+/// The entry as ordered (name, value) fields: `kind` first, then the number, then flags.
+fn describe<F: PteFormat>(entry: &Entry<F>) -> Map<String, Value> {
+    let mut f = Map::new();
+    f.insert("kind".into(), json!(entry.kind_name()));
+    match entry {
+        Entry::Absent => {}
+        Entry::Table { next, attrs } => {
+            f.insert("pfn".into(), json!(next.number()));
+            f.insert("attributes".into(), json!(format!("{attrs:?}")));
+        }
+        Entry::Leaf { pfn, size, attrs } => {
+            let p = attrs.property();
+            f.insert("pfn".into(), json!(pfn.number()));
+            f.insert(
+                "size".into(),
+                json!(format!("{size:?}").trim_start_matches("Size").to_string()),
+            );
+            f.insert("writable".into(), json!(p.writable));
+            f.insert("user".into(), json!(p.user));
+            f.insert("executable".into(), json!(p.executable));
+            f.insert("global".into(), json!(p.global));
+            f.insert("accessed".into(), json!(p.accessed));
+            f.insert("dirty".into(), json!(p.dirty));
+            f.insert("memory".into(), json!(format!("{:?}", p.memory)));
+            f.insert("attributes".into(), json!(format!("{attrs:?}")));
+        }
+        Entry::Software(sw) => {
+            match sw.kind {
+                SoftwareKind::Swap { swap_type, offset } => {
+                    f.insert("swap_type".into(), json!(swap_type.number()));
+                    f.insert("offset".into(), json!(offset));
+                }
+                SoftwareKind::Migration {
+                    pfn, young, dirty, ..
+                } => {
+                    f.insert("pfn".into(), json!(pfn.number()));
+                    f.insert("young".into(), json!(young));
+                    f.insert("dirty".into(), json!(dirty));
+                }
+                SoftwareKind::DeviceMigration {
+                    index,
+                    young,
+                    dirty,
+                    ..
+                } => {
+                    f.insert("index".into(), json!(index.number()));
+                    f.insert("young".into(), json!(young));
+                    f.insert("dirty".into(), json!(dirty));
+                }
+                SoftwareKind::DevicePrivate { index, .. } => {
+                    f.insert("index".into(), json!(index.number()));
+                }
+                SoftwareKind::DeviceExclusive { pfn } | SoftwareKind::HwPoison { pfn } => {
+                    f.insert("pfn".into(), json!(pfn.number()));
+                }
+                SoftwareKind::Marker(m) => {
+                    f.insert("marker_uffd_wp".into(), json!(m.uffd_wp));
+                    f.insert("poisoned".into(), json!(m.poisoned));
+                    f.insert("guard".into(), json!(m.guard));
+                }
+            }
+            f.insert("type".into(), json!(sw.kind.type_number()));
+            f.insert("exclusive".into(), json!(sw.side.exclusive));
+            f.insert("uffd_wp".into(), json!(sw.side.uffd_wp));
+            f.insert("soft_dirty".into(), json!(sw.side.soft_dirty));
+        }
+    }
+    f
+}
+
+/// `kind pfn=0x.. size=4KiB writable ...`: numbers in hex, true flags by name, false
+/// flags left out.
+fn one_line(fields: &Map<String, Value>) -> String {
+    let mut parts = Vec::new();
+    for (name, value) in fields {
+        match value {
+            Value::Bool(true) => parts.push(name.replace('_', "-")),
+            Value::Bool(false) => {}
+            Value::Number(n) if name == "level" || name == "type" || name == "swap_type" => {
+                parts.push(format!("{name}={n}"))
+            }
+            Value::Number(n) => parts.push(format!("{name}={:#x}", n.as_u64().unwrap_or(0))),
+            Value::String(s) if name == "kind" => parts.push(s.clone()),
+            Value::String(s) => parts.push(format!("{name}={s}")),
+            other => parts.push(format!("{name}={other}")),
+        }
+    }
+    parts.join(" ")
+}
+
+fn encode<F: PteFormat>(args: &Args, level: Level) -> Result<(), String> {
+    args.reject_unknown_switches(&["young", "dirty", "exclusive", "uffd-wp", "soft-dirty"])?;
+    let kind = args.option("kind").ok_or("--kind KIND is required")?;
+    let number = |name: &str| -> Result<u64, String> {
+        let text = args
+            .option(name)
+            .ok_or_else(|| format!("--kind {kind} needs --{name}"))?;
+        parse_number(text)
+    };
+    let pfn = || number("pfn").map(Pfn::new);
+    let index = || number("index").map(DeviceIndex::new);
+    let (young, dirty) = (args.switch("young"), args.switch("dirty"));
+    let migration = |access| -> Result<SoftwareKind, String> {
+        Ok(SoftwareKind::Migration {
+            access,
+            pfn: pfn()?,
+            young,
+            dirty,
+        })
+    };
+    let device_migration = |access| -> Result<SoftwareKind, String> {
+        Ok(SoftwareKind::DeviceMigration {
+            access,
+            index: index()?,
+            young,
+            dirty,
+        })
+    };
+    let software = match kind {
+        "absent" => None,
+        "table" => {
+            return print_raw(
+                &Entry::<F>::Table {
+                    next: pfn()?,
+                    attrs: Default::default(),
+                },
+                level,
+            );
+        }
+        "leaf" => {
+            let size = level
+                .leaf_size()
+                .ok_or_else(|| format!("no leaf at level {}", level.number()))?;
+            return print_raw(
+                &Entry::<F>::Leaf {
+                    pfn: pfn()?,
+                    size,
+                    attrs: Default::default(),
+                },
+                level,
+            );
+        }
+        "swap" => {
+            let t = args.option("swap-type").map_or(Ok(0), parse_number)?;
+            let swap_type = u8::try_from(t)
+                .ok()
+                .and_then(SwapType::new)
+                .ok_or_else(|| format!("--swap-type must be 0..=20, got {t}"))?;
+            Some(SoftwareKind::Swap {
+                swap_type,
+                offset: number("offset")?,
+            })
+        }
+        "migration-read" => Some(migration(MigrationAccess::Read)?),
+        "migration-read-exclusive" => Some(migration(MigrationAccess::ReadExclusive)?),
+        "migration-write" => Some(migration(MigrationAccess::Write)?),
+        "device-private-migration-read" => Some(device_migration(MigrationAccess::Read)?),
+        "device-private-migration-read-exclusive" => {
+            Some(device_migration(MigrationAccess::ReadExclusive)?)
+        }
+        "device-private-migration-write" => Some(device_migration(MigrationAccess::Write)?),
+        "device-private-read" => Some(SoftwareKind::DevicePrivate {
+            access: DeviceAccess::Read,
+            index: index()?,
+        }),
+        "device-private-write" => Some(SoftwareKind::DevicePrivate {
+            access: DeviceAccess::Write,
+            index: index()?,
+        }),
+        "device-exclusive" => Some(SoftwareKind::DeviceExclusive { pfn: pfn()? }),
+        "hw-poison" => Some(SoftwareKind::HwPoison { pfn: pfn()? }),
+        "marker" => {
+            let bits = number("offset")?;
+            if bits & !0b111 != 0 {
+                return Err(format!(
+                    "marker payload bits are 0 (uffd-wp), 1 (poisoned), 2 (guard); got {bits:#x}"
+                ));
+            }
+            Some(SoftwareKind::Marker(Marker {
+                uffd_wp: bits & 1 != 0,
+                poisoned: bits & 2 != 0,
+                guard: bits & 4 != 0,
+            }))
+        }
+        other => return Err(format!("unknown --kind `{other}`")),
+    };
+    if !matches!(
+        software,
+        Some(SoftwareKind::Migration { .. } | SoftwareKind::DeviceMigration { .. })
+    ) && (young || dirty)
+    {
+        return Err("--young and --dirty apply to migration kinds only".into());
+    }
+    let entry = match software {
+        None => Entry::<F>::Absent,
+        Some(kind) => Entry::Software(SoftwareEntry {
+            kind,
+            side: SideBits {
+                exclusive: args.switch("exclusive"),
+                uffd_wp: args.switch("uffd-wp"),
+                soft_dirty: args.switch("soft-dirty"),
+            },
+        }),
+    };
+    print_raw(&entry, level)
+}
+
+fn print_raw<F: PteFormat>(entry: &Entry<F>, level: Level) -> Result<(), String> {
+    let raw = F::encode(entry, level).map_err(|e| {
+        format!(
+            "cannot encode {} at level {}: {e}",
+            entry.kind_name(),
+            level.number()
+        )
+    })?;
+    println!("{raw:#x}");
+    Ok(())
+}

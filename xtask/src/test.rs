@@ -1,0 +1,200 @@
+//! `cargo xtask test`: every check CI runs, one summary line per step.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use crate::cli::{cargo, repo_root};
+use crate::toolchain::{BARE_METAL_TARGETS, ensure_targets};
+
+/// The `no_std` library crates, built and linted for every bare-metal target.
+pub const NO_STD_CRATES: [&str; 4] = [
+    "devpriv-pte",
+    "devpriv-paging",
+    "devpriv-pagemap",
+    "devpriv-demo",
+];
+
+/// The example kernels: (manifest directory, target).
+pub const KERNELS: [(&str, &str); 2] = [
+    ("examples/kernel-x86_64", "x86_64-unknown-none"),
+    ("examples/kernel-aarch64", "aarch64-unknown-none"),
+];
+
+struct Step {
+    name: String,
+    outcome: Result<String, String>,
+    seconds: f64,
+}
+
+/// Runs every step, even after a failure, then prints the summary and fails if any step did.
+pub fn run(args: &[String]) -> Result<(), String> {
+    if let Some(arg) = args.first() {
+        return Err(format!(
+            "`cargo xtask test` takes no arguments (got `{arg}`)"
+        ));
+    }
+    let mut steps: Vec<Step> = Vec::new();
+    let mut step = |name: &str, f: &mut dyn FnMut() -> Result<String, String>| {
+        eprintln!("\n=== xtask test: {name}");
+        let start = Instant::now();
+        let outcome = f();
+        if let Err(e) = &outcome {
+            eprintln!("=== {name} FAILED: {e}");
+        }
+        steps.push(Step {
+            name: name.to_string(),
+            outcome,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    };
+
+    step("rustup targets", &mut || {
+        ensure_targets().map(|()| "installed".into())
+    });
+    step("rustfmt", &mut rustfmt);
+    step("clippy host", &mut || {
+        checked(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
+    for target in BARE_METAL_TARGETS {
+        step(&format!("clippy {target}"), &mut || {
+            clippy_bare_metal(target)
+        });
+    }
+    step("host tests", &mut || {
+        checked(cargo().args(["test", "--workspace", "--all-features"]))
+    });
+    step("loom models", &mut loom_models);
+    for target in BARE_METAL_TARGETS {
+        step(&format!("build {target}"), &mut || {
+            let mut command = cargo();
+            command.args(["build", "--target", target]);
+            for krate in NO_STD_CRATES {
+                command.args(["-p", krate]);
+            }
+            checked(&mut command)
+        });
+    }
+    step("qemu boots", &mut || crate::qemu::boot_and_check());
+
+    eprintln!("\nxtask test summary");
+    let mut failed = 0;
+    for s in &steps {
+        let (mark, detail) = match &s.outcome {
+            Ok(d) => ("ok  ", d.clone()),
+            Err(e) => {
+                failed += 1;
+                ("FAIL", e.lines().next().unwrap_or("").to_string())
+            }
+        };
+        eprintln!("  {mark} {:<28} {:>6.1}s  {detail}", s.name, s.seconds);
+    }
+    let passed = steps.len() - failed;
+    println!("xtask: {passed} passed, {failed} failed");
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{failed} step(s) failed"))
+    }
+}
+
+/// Runs `command`, inheriting the console; Ok("passed") on success.
+pub fn checked(command: &mut Command) -> Result<String, String> {
+    let status = command
+        .status()
+        .map_err(|e| format!("could not start {command:?}: {e}"))?;
+    if status.success() {
+        Ok("passed".into())
+    } else {
+        Err(format!("{command:?} exited with {status}"))
+    }
+}
+
+fn kernel_manifests() -> impl Iterator<Item = (String, &'static str)> {
+    let root = repo_root();
+    KERNELS.into_iter().filter_map(move |(dir, target)| {
+        let manifest = root.join(dir).join("Cargo.toml");
+        manifest
+            .exists()
+            .then(|| (manifest.to_string_lossy().into_owned(), target))
+    })
+}
+
+fn rustfmt() -> Result<String, String> {
+    checked(cargo().args(["fmt", "--all", "--check"]))?;
+    for (manifest, _) in kernel_manifests() {
+        checked(cargo().args(["fmt", "--check", "--manifest-path", &manifest]))?;
+    }
+    Ok("formatted".into())
+}
+
+fn clippy_bare_metal(target: &str) -> Result<String, String> {
+    let mut command = cargo();
+    command.args(["clippy", "--lib", "--target", target]);
+    for krate in NO_STD_CRATES {
+        command.args(["-p", krate]);
+    }
+    command.args(["--", "-D", "warnings"]);
+    checked(&mut command)?;
+    let kernels_dir = repo_root().join("target").join("kernels");
+    for (manifest, kernel_target) in kernel_manifests() {
+        if kernel_target != target {
+            continue;
+        }
+        checked(
+            cargo()
+                .args([
+                    "clippy",
+                    "--release",
+                    "--manifest-path",
+                    &manifest,
+                    "--target",
+                    target,
+                ])
+                .arg("--target-dir")
+                .arg(&kernels_dir)
+                .args(["--", "-D", "warnings"]),
+        )?;
+    }
+    Ok("no warnings".into())
+}
+
+/// Crates that carry loom models in `tests/loom.rs`.
+fn loom_crates() -> Vec<String> {
+    let crates_dir = repo_root().join("crates");
+    let mut found: Vec<String> = std::fs::read_dir(&crates_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| Path::new(&e.path()).join("tests").join("loom.rs").exists())
+        .map(|e| format!("devpriv-{}", e.file_name().to_string_lossy()))
+        .collect();
+    found.sort();
+    found
+}
+
+fn loom_models() -> Result<String, String> {
+    let crates = loom_crates();
+    if crates.is_empty() {
+        return Ok("no loom models".into());
+    }
+    let mut command = cargo();
+    command
+        .args(["test", "--release", "--test", "loom"])
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("LOOM_MAX_PREEMPTIONS", "2")
+        .arg("--target-dir")
+        .arg(repo_root().join("target").join("loom"));
+    for krate in &crates {
+        command.args(["-p", krate]);
+    }
+    checked(&mut command).map(|_| format!("passed ({})", crates.join(", ")))
+}
