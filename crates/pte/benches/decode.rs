@@ -1,1 +1,3 @@
+//! Decode benchmark (filled in later).
+
 fn main() {}

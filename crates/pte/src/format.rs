@@ -27,7 +27,7 @@ pub trait Geometry {
     const ENTRIES_PER_TABLE: usize = 1 << Self::BITS_PER_LEVEL;
     /// Width of the largest output (physical) address the format encodes.
     const OUTPUT_ADDRESS_BITS: u32;
-    /// The lowest level that may hold a block (non-4 KiB leaf), if any other than level 1.
+    /// The highest level that may hold a leaf (level 3, 1 GiB blocks, for a 4 KiB granule).
     const LARGEST_LEAF_LEVEL: Level;
     /// The highest level a table walk may start at.
     const MAX_ROOT_LEVEL: Level;

@@ -6,6 +6,7 @@
 //! device-private write/read 28/29, device-exclusive 30, marker 31. Each architecture
 //! module places the type, the offset and the side bits in the raw entry.
 
+use crate::error::EncodeError;
 use crate::frame::{DeviceIndex, Pfn, SOFTWARE_NUMBER_BITS};
 
 /// Bits of the offset field that any software entry may use (frame or index plus the
@@ -54,7 +55,11 @@ pub struct SwapType(u8);
 impl SwapType {
     /// The swap type `n`, or `None` above [`MAX_SWAP_TYPE`].
     pub const fn new(n: u8) -> Option<Self> {
-        if n <= MAX_SWAP_TYPE { Some(Self(n)) } else { None }
+        if n <= MAX_SWAP_TYPE {
+            Some(Self(n))
+        } else {
+            None
+        }
     }
 
     /// The type number.
@@ -228,6 +233,183 @@ pub struct SoftwareEntry {
 impl SoftwareEntry {
     /// An entry of `kind` with no side bits set.
     pub const fn new(kind: SoftwareKind) -> Self {
-        Self { kind, side: SideBits { exclusive: false, uffd_wp: false, soft_dirty: false } }
+        Self {
+            kind,
+            side: SideBits {
+                exclusive: false,
+                uffd_wp: false,
+                soft_dirty: false,
+            },
+        }
+    }
+}
+
+/// Why a (type, offset) pair is not a software entry; the arch decoders turn the offset
+/// bit mask into raw bit positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OffsetError {
+    /// The offset uses bits at or above [`OFFSET_BITS`].
+    TooWide,
+    /// The kind does not define these offset bits (young/dirty outside migration
+    /// entries, non-marker bits in a marker payload).
+    Reserved(u64),
+}
+
+/// Mask of the frame-number / index part of the offset.
+const NUMBER_MASK: u64 = (1 << SOFTWARE_NUMBER_BITS) - 1;
+/// Mask of every offset bit a software entry may use.
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+/// Marker payload bits: uffd-wp 0, poisoned 1, guard 2.
+const MARKER_MASK: u64 = 0b111;
+
+impl Marker {
+    /// The payload bits (Linux `pte_marker`): uffd-wp 0, poisoned 1, guard 2.
+    pub const fn bits(self) -> u64 {
+        self.uffd_wp as u64 | (self.poisoned as u64) << 1 | (self.guard as u64) << 2
+    }
+
+    /// The marker with payload `bits`, or `None` if a bit other than 0..=2 is set.
+    pub const fn from_bits(bits: u64) -> Option<Self> {
+        if bits & !MARKER_MASK != 0 {
+            return None;
+        }
+        Some(Self {
+            uffd_wp: bits & 1 != 0,
+            poisoned: bits & 2 != 0,
+            guard: bits & 4 != 0,
+        })
+    }
+}
+
+impl SoftwareKind {
+    /// The generic offset Linux stores with this kind (`swp_offset`): the swap offset,
+    /// the frame number or device index (with young at bit 40 and dirty at bit 41 for
+    /// migration kinds), or the marker payload.
+    ///
+    /// Fails if the number does not fit: [`EncodeError::OffsetTooLarge`] for a swap
+    /// offset of more than [`OFFSET_BITS`] bits, [`EncodeError::FrameTooLarge`] /
+    /// [`EncodeError::IndexTooLarge`] for a number of more than
+    /// [`SOFTWARE_NUMBER_BITS`] bits.
+    #[inline]
+    pub const fn offset(&self) -> Result<u64, EncodeError> {
+        const fn frame(pfn: Pfn) -> Result<u64, EncodeError> {
+            if pfn.number() > NUMBER_MASK {
+                Err(EncodeError::FrameTooLarge)
+            } else {
+                Ok(pfn.number())
+            }
+        }
+        const fn index(index: DeviceIndex) -> Result<u64, EncodeError> {
+            if index.number() > NUMBER_MASK {
+                Err(EncodeError::IndexTooLarge)
+            } else {
+                Ok(index.number())
+            }
+        }
+        const fn young_dirty(young: bool, dirty: bool) -> u64 {
+            (young as u64) << MIGRATION_YOUNG_BIT | (dirty as u64) << MIGRATION_DIRTY_BIT
+        }
+        match *self {
+            Self::Swap { offset, .. } => {
+                if offset > OFFSET_MASK {
+                    Err(EncodeError::OffsetTooLarge)
+                } else {
+                    Ok(offset)
+                }
+            }
+            Self::Migration {
+                pfn, young, dirty, ..
+            } => match frame(pfn) {
+                Ok(n) => Ok(n | young_dirty(young, dirty)),
+                Err(e) => Err(e),
+            },
+            Self::DeviceMigration {
+                index: i,
+                young,
+                dirty,
+                ..
+            } => match index(i) {
+                Ok(n) => Ok(n | young_dirty(young, dirty)),
+                Err(e) => Err(e),
+            },
+            Self::DevicePrivate { index: i, .. } => index(i),
+            Self::DeviceExclusive { pfn } | Self::HwPoison { pfn } => frame(pfn),
+            Self::Marker(m) => Ok(m.bits()),
+        }
+    }
+
+    /// The kind with Linux type number `type_code` (0..=31) and generic `offset`; the
+    /// inverse of [`Self::type_number`] and [`Self::offset`].
+    #[inline]
+    pub(crate) const fn from_type_and_offset(
+        type_code: u8,
+        offset: u64,
+    ) -> Result<Self, OffsetError> {
+        use type_number as t;
+        if offset > OFFSET_MASK {
+            return Err(OffsetError::TooWide);
+        }
+        let number = offset & NUMBER_MASK;
+        let young = offset >> MIGRATION_YOUNG_BIT & 1 != 0;
+        let dirty = offset >> MIGRATION_DIRTY_BIT & 1 != 0;
+        let above_number = offset & !NUMBER_MASK;
+        let kind = match type_code {
+            0..=MAX_SWAP_TYPE => {
+                return Ok(Self::Swap {
+                    swap_type: SwapType(type_code),
+                    offset,
+                });
+            }
+            t::DEVICE_MIGRATION_READ..=t::DEVICE_MIGRATION_WRITE => {
+                let access = match type_code {
+                    t::DEVICE_MIGRATION_READ => MigrationAccess::Read,
+                    t::DEVICE_MIGRATION_READ_EXCLUSIVE => MigrationAccess::ReadExclusive,
+                    _ => MigrationAccess::Write,
+                };
+                return Ok(Self::DeviceMigration {
+                    access,
+                    index: DeviceIndex::new(number),
+                    young,
+                    dirty,
+                });
+            }
+            t::MIGRATION_READ..=t::MIGRATION_WRITE => {
+                let access = match type_code {
+                    t::MIGRATION_READ => MigrationAccess::Read,
+                    t::MIGRATION_READ_EXCLUSIVE => MigrationAccess::ReadExclusive,
+                    _ => MigrationAccess::Write,
+                };
+                return Ok(Self::Migration {
+                    access,
+                    pfn: Pfn::new(number),
+                    young,
+                    dirty,
+                });
+            }
+            t::HWPOISON => Self::HwPoison {
+                pfn: Pfn::new(number),
+            },
+            t::DEVICE_WRITE => Self::DevicePrivate {
+                access: DeviceAccess::Write,
+                index: DeviceIndex::new(number),
+            },
+            t::DEVICE_READ => Self::DevicePrivate {
+                access: DeviceAccess::Read,
+                index: DeviceIndex::new(number),
+            },
+            t::DEVICE_EXCLUSIVE => Self::DeviceExclusive {
+                pfn: Pfn::new(number),
+            },
+            _ => {
+                return match Marker::from_bits(offset) {
+                    Some(m) => Ok(Self::Marker(m)),
+                    None => Err(OffsetError::Reserved(offset & !MARKER_MASK)),
+                };
+            }
+        };
+        if above_number != 0 {
+            return Err(OffsetError::Reserved(above_number));
+        }
+        Ok(kind)
     }
 }

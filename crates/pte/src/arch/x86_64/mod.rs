@@ -1,0 +1,202 @@
+//! The x86_64 entry format: 4-level and 5-level (LA57) paging, 4 KiB granule.
+//!
+//! | level | Intel name | present entry with PS clear | with PS set        |
+//! |-------|------------|-----------------------------|--------------------|
+//! | 5     | PML5E      | table                       | invalid            |
+//! | 4     | PML4E      | table                       | invalid            |
+//! | 3     | PDPTE      | table                       | 1 GiB leaf         |
+//! | 2     | PDE        | table                       | 2 MiB leaf         |
+//! | 1     | PTE        | 4 KiB leaf (bit 7 is PAT)   | (4 KiB leaf, PAT)  |
+//!
+//! Non-present entries are absent (all zero, or only the A/D bits the hardware may set)
+//! or, at levels 1 and 2, software entries in Linux's layout (see [`software`]).
+//! Physical addresses have up to 52 bits (frame numbers below 2^40).
+//!
+//! The raw layouts are public bitfield types ([`PageTableEntryBits`], [`HugeLeafBits`],
+//! [`TableEntryBits`], [`software::SwapEntryBits`]); [`X86_64`] implements
+//! [`PteFormat`] on top of them.
+
+mod hardware;
+pub mod software;
+
+pub use hardware::{
+    ADDRESS_MASK, HugeLeafBits, PAGE_SIZE, PAT_4K, PAT_HUGE, PAT_MSR_VALUE, PFN_BITS,
+    PageAttributes, PageTableEntryBits, TableAttributes, TableEntryBits,
+};
+
+use hardware::{RESERVED_1G, RESERVED_2M};
+
+use crate::Entry;
+use crate::error::{DecodeError, EncodeError};
+use crate::format::{Arch, Geometry, PteFormat};
+use crate::frame::Pfn;
+use crate::level::{Level, PageSize};
+
+/// The x86_64 format marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct X86_64;
+
+impl Geometry for X86_64 {
+    const GRANULE_SHIFT: u32 = 12;
+    const BITS_PER_LEVEL: u32 = 9;
+    const OUTPUT_ADDRESS_BITS: u32 = 52;
+    const LARGEST_LEAF_LEVEL: Level = Level::L3;
+    const MAX_ROOT_LEVEL: Level = Level::L5;
+}
+
+const PFN_LIMIT: u64 = 1 << PFN_BITS;
+
+impl X86_64 {
+    /// The frame of the next table if `raw` at `level` is a present table entry; a fast
+    /// path for table walkers that does not check reserved bits.
+    #[inline]
+    pub const fn table_pfn(raw: u64, level: Level) -> Option<Pfn> {
+        let is_table =
+            raw & hardware::PRESENT != 0 && raw & PAGE_SIZE == 0 && !matches!(level, Level::L1);
+        if is_table {
+            Some(Pfn::new((raw & ADDRESS_MASK) >> 12))
+        } else {
+            None
+        }
+    }
+
+    /// Whether `raw` at `level` is a present leaf (a 4 KiB page at level 1, or PS set at
+    /// level 2 or 3).
+    #[inline]
+    pub const fn is_leaf(raw: u64, level: Level) -> bool {
+        raw & hardware::PRESENT != 0
+            && match level {
+                Level::L1 => true,
+                Level::L2 | Level::L3 => raw & PAGE_SIZE != 0,
+                Level::L4 | Level::L5 => false,
+            }
+    }
+
+    /// Decodes a present entry.
+    #[inline]
+    const fn decode_present(raw: u64, level: Level) -> Result<Entry<Self>, DecodeError> {
+        let table = Entry::Table {
+            next: Pfn::new((raw & ADDRESS_MASK) >> 12),
+            attrs: TableAttributes::from_table(raw),
+        };
+        match level {
+            Level::L1 => Ok(Entry::Leaf {
+                pfn: Pfn::new((raw & ADDRESS_MASK) >> 12),
+                size: PageSize::Size4KiB,
+                attrs: PageAttributes::from_4k_leaf(raw),
+            }),
+            Level::L2 | Level::L3 => {
+                if raw & PAGE_SIZE == 0 {
+                    return Ok(table);
+                }
+                let (size, reserved) = if matches!(level, Level::L2) {
+                    (PageSize::Size2MiB, RESERVED_2M)
+                } else {
+                    (PageSize::Size1GiB, RESERVED_1G)
+                };
+                if raw & reserved != 0 {
+                    return Err(DecodeError::ReservedBitsSet {
+                        bits: raw & reserved,
+                    });
+                }
+                Ok(Entry::Leaf {
+                    pfn: Pfn::new((raw & ADDRESS_MASK & !PAT_HUGE) >> 12),
+                    size,
+                    attrs: PageAttributes::from_huge_leaf(raw),
+                })
+            }
+            Level::L4 | Level::L5 => {
+                if raw & PAGE_SIZE != 0 {
+                    Err(DecodeError::InvalidDescriptor)
+                } else {
+                    Ok(table)
+                }
+            }
+        }
+    }
+
+    /// Encodes a leaf.
+    #[inline]
+    const fn encode_leaf(
+        pfn: Pfn,
+        size: PageSize,
+        attrs: PageAttributes,
+        level: Level,
+    ) -> Result<u64, EncodeError> {
+        let Some(level_size) = level.leaf_size() else {
+            return Err(EncodeError::KindNotAllowedAtLevel(level));
+        };
+        if size as u8 != level_size as u8 {
+            return Err(EncodeError::SizeMismatch { level, size });
+        }
+        if pfn.number() >= PFN_LIMIT {
+            return Err(EncodeError::FrameTooLarge);
+        }
+        if !pfn.is_aligned(size.frames()) {
+            return Err(EncodeError::UnalignedFrame);
+        }
+        let address = pfn.number() << 12;
+        Ok(match size {
+            PageSize::Size4KiB => hardware::PRESENT | attrs.leaf_4k_bits() | address,
+            PageSize::Size2MiB | PageSize::Size1GiB => {
+                hardware::PRESENT | PAGE_SIZE | attrs.huge_leaf_bits() | address
+            }
+        })
+    }
+
+    /// Encodes a table entry.
+    #[inline]
+    const fn encode_table(
+        next: Pfn,
+        attrs: TableAttributes,
+        level: Level,
+    ) -> Result<u64, EncodeError> {
+        if matches!(level, Level::L1) {
+            return Err(EncodeError::KindNotAllowedAtLevel(level));
+        }
+        if next.number() >= PFN_LIMIT {
+            return Err(EncodeError::FrameTooLarge);
+        }
+        Ok(hardware::PRESENT | attrs.table_bits() | next.number() << 12)
+    }
+}
+
+impl PteFormat for X86_64 {
+    type LeafAttributes = PageAttributes;
+    type TableAttributes = TableAttributes;
+    const ARCH: Arch = Arch::X86_64;
+
+    /// Decodes `raw` at `level`.
+    ///
+    /// Not every raw value re-encodes to itself: the A and D bits of a non-present
+    /// entry are dropped (hardware may set them, see [`software`]), so a non-present
+    /// `raw` re-encodes to `raw & !0x60`. Every other decoded value re-encodes exactly.
+    #[inline]
+    fn decode(raw: u64, level: Level) -> Result<Entry<Self>, DecodeError> {
+        if raw & hardware::PRESENT != 0 {
+            Self::decode_present(raw, level)
+        } else if raw & !software::ERRATUM_BITS == 0 {
+            Ok(Entry::Absent)
+        } else {
+            match software::decode(raw, level) {
+                Ok(sw) => Ok(Entry::Software(sw)),
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    #[inline]
+    fn encode(entry: &Entry<Self>, level: Level) -> Result<u64, EncodeError> {
+        match *entry {
+            Entry::Absent => Ok(0),
+            Entry::Table { next, attrs } => Self::encode_table(next, attrs, level),
+            Entry::Leaf { pfn, size, attrs } => Self::encode_leaf(pfn, size, attrs, level),
+            Entry::Software(ref sw) => software::encode(sw, level),
+        }
+    }
+
+    #[inline]
+    fn is_valid(raw: u64, _level: Level) -> bool {
+        raw & hardware::PRESENT != 0
+    }
+}
