@@ -16,6 +16,7 @@
 //! [`TableEntryBits`], [`software::SwapEntryBits`]); [`X86_64`] implements
 //! [`PteFormat`] on top of them.
 
+pub mod conv;
 mod hardware;
 pub mod software;
 
