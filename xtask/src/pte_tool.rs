@@ -53,24 +53,29 @@ fn decode<F: PteFormat>(args: &Args, level: Level) -> Result<(), String> {
         return Err("pte decode takes exactly one raw value".into());
     };
     let raw = parse_number(raw_text)?;
+    let fields = decode_fields::<F>(raw, level)?;
+    if args.switch("json") {
+        println!("{}", Value::Object(fields));
+    } else {
+        println!("{}", one_line(&fields));
+    }
+    Ok(())
+}
+
+/// The decoded entry as ordered fields: `kind`, the number, the flags; then `arch`,
+/// `level` and `raw`.
+fn decode_fields<F: PteFormat>(raw: u64, level: Level) -> Result<Map<String, Value>, String> {
     let entry = F::decode(raw, level).map_err(|e| {
         format!(
             "{raw:#018x} is not a valid entry at level {}: {e}",
             level.number()
         )
     })?;
-    let fields = describe(&entry);
-    if args.switch("json") {
-        let mut object = Map::new();
-        object.insert("arch".into(), json!(arch_name::<F>()));
-        object.insert("level".into(), json!(level.number()));
-        object.insert("raw".into(), json!(format!("{raw:#x}")));
-        object.extend(fields);
-        println!("{}", Value::Object(object));
-    } else {
-        println!("{}", one_line(&fields));
-    }
-    Ok(())
+    let mut fields = describe(&entry);
+    fields.insert("arch".into(), json!(arch_name::<F>()));
+    fields.insert("level".into(), json!(level.number()));
+    fields.insert("raw".into(), json!(format!("{raw:#x}")));
+    Ok(fields)
 }
 
 fn arch_name<F: PteFormat>() -> &'static str {
@@ -158,7 +163,9 @@ fn one_line(fields: &Map<String, Value>) -> String {
         match value {
             Value::Bool(true) => parts.push(name.replace('_', "-")),
             Value::Bool(false) => {}
-            Value::Number(n) if name == "level" || name == "type" || name == "swap_type" => {
+            Value::Number(_) | Value::String(_)
+                if name == "level" || name == "arch" || name == "raw" => {}
+            Value::Number(n) if name == "type" || name == "swap_type" => {
                 parts.push(format!("{name}={n}"))
             }
             Value::Number(n) => parts.push(format!("{name}={:#x}", n.as_u64().unwrap_or(0))),
@@ -171,6 +178,13 @@ fn one_line(fields: &Map<String, Value>) -> String {
 }
 
 fn encode<F: PteFormat>(args: &Args, level: Level) -> Result<(), String> {
+    let raw = encode_raw::<F>(args, level)?;
+    println!("{raw:#x}");
+    Ok(())
+}
+
+/// The raw value `pte encode` prints for `args`.
+fn encode_raw<F: PteFormat>(args: &Args, level: Level) -> Result<u64, String> {
     args.reject_unknown_switches(&["young", "dirty", "exclusive", "uffd-wp", "soft-dirty"])?;
     let kind = args.option("kind").ok_or("--kind KIND is required")?;
     let number = |name: &str| -> Result<u64, String> {
@@ -201,7 +215,7 @@ fn encode<F: PteFormat>(args: &Args, level: Level) -> Result<(), String> {
     let software = match kind {
         "absent" => None,
         "table" => {
-            return print_raw(
+            return raw_of(
                 &Entry::<F>::Table {
                     next: pfn()?,
                     attrs: Default::default(),
@@ -213,7 +227,7 @@ fn encode<F: PteFormat>(args: &Args, level: Level) -> Result<(), String> {
             let size = level
                 .leaf_size()
                 .ok_or_else(|| format!("no leaf at level {}", level.number()))?;
-            return print_raw(
+            return raw_of(
                 &Entry::<F>::Leaf {
                     pfn: pfn()?,
                     size,
@@ -284,17 +298,119 @@ fn encode<F: PteFormat>(args: &Args, level: Level) -> Result<(), String> {
             },
         }),
     };
-    print_raw(&entry, level)
+    raw_of(&entry, level)
 }
 
-fn print_raw<F: PteFormat>(entry: &Entry<F>, level: Level) -> Result<(), String> {
-    let raw = F::encode(entry, level).map_err(|e| {
+fn raw_of<F: PteFormat>(entry: &Entry<F>, level: Level) -> Result<u64, String> {
+    F::encode(entry, level).map_err(|e| {
         format!(
             "cannot encode {} at level {}: {e}",
             entry.kind_name(),
             level.number()
         )
-    })?;
-    println!("{raw:#x}");
-    Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Args {
+        let words: Vec<String> = text.split_whitespace().map(String::from).collect();
+        Args::parse(
+            &words,
+            &[
+                "arch",
+                "level",
+                "kind",
+                "pfn",
+                "index",
+                "offset",
+                "swap-type",
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn device_private_write_matches_linux_formula() {
+        // x86_64: type 28 in bits 59..63, offset 0x1234 inverted into bits 9..58:
+        // (!0x1234 << 14 >> 5) | 28 << 59 = 0xe7ff_ffff_ffdb_9600.
+        let raw = encode_raw::<X86_64>(
+            &args("--kind device-private-write --index 0x1234"),
+            Level::L1,
+        );
+        assert_eq!(raw, Ok(0xe7ff_ffff_ffdb_9600));
+        let fields = decode_fields::<X86_64>(0xe7ff_ffff_ffdb_9600, Level::L1).unwrap();
+        assert_eq!(fields["kind"], "device-private-write");
+        assert_eq!(fields["index"], 0x1234);
+        assert_eq!(fields["exclusive"], false);
+        assert_eq!(fields.keys().next().map(String::as_str), Some("kind"));
+    }
+
+    #[test]
+    fn every_software_kind_round_trips_through_the_tool_on_both_arches() {
+        let kinds = [
+            ("swap", "--offset 0x3ffffffffff --swap-type 20"),
+            ("migration-read", "--pfn 0xfffffffff --young"),
+            ("migration-read-exclusive", "--pfn 7 --dirty --exclusive"),
+            ("migration-write", "--pfn 7 --young --dirty --uffd-wp"),
+            ("device-private-migration-read", "--index 9"),
+            (
+                "device-private-migration-read-exclusive",
+                "--index 9 --young",
+            ),
+            (
+                "device-private-migration-write",
+                "--index 0xffffffffff --dirty",
+            ),
+            ("device-private-read", "--index 1"),
+            ("device-private-write", "--index 2 --exclusive"),
+            ("device-exclusive", "--pfn 3"),
+            ("hw-poison", "--pfn 4"),
+            ("marker", "--offset 5"),
+        ];
+        for level in [Level::L1, Level::L2] {
+            for (kind, rest) in kinds {
+                let a = args(&format!("--kind {kind} {rest}"));
+                let x86 = encode_raw::<X86_64>(&a, level).unwrap();
+                assert_eq!(decode_fields::<X86_64>(x86, level).unwrap()["kind"], kind);
+                let arm = encode_raw::<Aarch64>(&a, level).unwrap();
+                let fields = decode_fields::<Aarch64>(arm, level).unwrap();
+                assert_eq!(fields["kind"], kind);
+                if let Some(young) = fields.get("young") {
+                    assert_eq!(young, rest.contains("--young"), "{kind} {rest}");
+                    assert_eq!(fields["dirty"], rest.contains("--dirty"), "{kind} {rest}");
+                }
+                assert_eq!(
+                    fields["exclusive"],
+                    rest.contains("--exclusive"),
+                    "{kind} {rest}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        assert!(
+            encode_raw::<X86_64>(
+                &args("--kind device-private-write --index 0x10000000000"),
+                Level::L1
+            )
+            .is_err()
+        );
+        assert!(
+            encode_raw::<Aarch64>(&args("--kind swap --offset 1 --soft-dirty"), Level::L1).is_err()
+        );
+        assert!(
+            encode_raw::<X86_64>(&args("--kind device-private-write --index 1"), Level::L3)
+                .is_err()
+        );
+        assert!(
+            encode_raw::<X86_64>(&args("--kind hw-poison --pfn 1 --young"), Level::L1).is_err()
+        );
+        assert!(encode_raw::<X86_64>(&args("--kind nonsense --pfn 1"), Level::L1).is_err());
+        assert!(decode_fields::<X86_64>(0x100, Level::L1).is_err());
+    }
 }
