@@ -166,7 +166,13 @@ proptest! {
 
     #[test]
     fn decode_is_total_and_exact(raw in raw_value(), level in any_level()) {
-        if let Ok(entry) = Aarch64::decode(raw, level) {
+        let decoded = Aarch64::decode(raw, level);
+        let leaf = match decoded { Ok(Entry::Leaf { pfn, attrs, .. }) => Some((pfn, attrs)), _ => None };
+        prop_assert_eq!(Aarch64::leaf(raw, level), leaf);
+        if let Ok(Entry::Table { next, .. }) = decoded {
+            prop_assert_eq!(Aarch64::table_pfn(raw, level), Some(next));
+        }
+        if let Ok(entry) = decoded {
             prop_assert_eq!(Aarch64::encode(&entry, level), Ok(raw), "{:?}", entry);
             prop_assert_eq!(entry.is_present(), Aarch64::is_valid(raw, level));
         }

@@ -184,6 +184,10 @@ proptest! {
     #[test]
     fn decode_is_total_and_exact(raw in raw_value(), level in any_level()) {
         let decoded = X86_64::decode(raw, level);
+        let leaf = match decoded { Ok(Entry::Leaf { pfn, attrs, .. }) => Some((pfn, attrs)), _ => None };
+        prop_assert_eq!(X86_64::leaf(raw, level), leaf);
+        let table = match decoded { Ok(Entry::Table { next, .. }) => Some(next), _ => None };
+        prop_assert_eq!(X86_64::table_pfn(raw, level), table);
         if let Ok(entry) = decoded {
             let expected = if raw & 1 != 0 { raw } else { raw & !0x60 };
             prop_assert_eq!(X86_64::encode(&entry, level), Ok(expected), "{:?}", entry);

@@ -69,6 +69,28 @@ impl Aarch64 {
         }
     }
 
+    /// The frame and attributes of `raw` at `level` if it is a valid page or block
+    /// whose reserved bits are clear: exactly the `pfn` and `attrs` of the
+    /// [`Entry::Leaf`] that [`PteFormat::decode`] returns, and `None` wherever `decode`
+    /// returns anything else.
+    #[inline]
+    pub const fn leaf(raw: u64, level: Level) -> Option<(Pfn, PageAttributes)> {
+        let (descriptor_type, reserved) = match level {
+            Level::L1 => (0b11, LEAF_RESERVED),
+            Level::L2 => (0b01, LEAF_RESERVED | RESERVED_2M),
+            Level::L3 => (0b01, LEAF_RESERVED | RESERVED_1G),
+            Level::L4 | Level::L5 => return None,
+        };
+        if raw & 3 == descriptor_type && raw & reserved == 0 {
+            Some((
+                Pfn::new((raw & OUTPUT_ADDRESS_MASK) >> 12),
+                PageAttributes::from_leaf(raw),
+            ))
+        } else {
+            None
+        }
+    }
+
     #[inline]
     const fn decode_leaf(raw: u64, level: Level) -> Result<Entry<Self>, DecodeError> {
         let (size, reserved) = match level {
