@@ -1,0 +1,268 @@
+//! devpriv-pagemap benchmarks (one criterion group per summary row).
+//!
+//! - "pagemap: alloc+free order-0" / "order-9": 64 (resp. 16) folios allocated then
+//!   freed per iteration, out of 1 GiB of device memory; the peer is
+//!   `buddy_system_allocator`'s `FrameAllocator` on the same 262144 frames. Ours is
+//!   thread-safe (a spin lock per call, atomic reference counts, the driver's
+//!   `folio_free` called through `dyn`); the peer is used through `&mut`, unlocked.
+//! - "pagemap: index->page lookup": one `DevicePrivateSpace::lookup` over 4 pagemaps.
+//! - "pagemap: register 1GiB" / "register 1TiB": `DevicePagemap::new` + `register` +
+//!   `unregister` over caller-supplied zeroed metadata (for 1 TiB, 4 GiB of lazily
+//!   zero-filled memory that registration never touches); the 1 GiB peer
+//!   `linux-style-struct-page` initialises a 64-byte record per page, as
+//!   `memremap_pages` does. (A 1 TiB Linux-style baseline would need 16 GiB.)
+//! - "pagemap: 1-thread alloc/free" and "2-thread alloc/free": one alloc+free pair of a
+//!   4 KiB folio per iteration and thread; the peer is the frame allocator behind a
+//!   `spin::Mutex`, the usual way to share it.
+
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use buddy_system_allocator::FrameAllocator;
+use criterion::{Criterion, criterion_group, criterion_main};
+use devpriv_pagemap::{
+    CpuFault, DevicePagemap, DevicePrivateSpace, FaultError, Folio, Owner, PageMeta, PagemapOps,
+};
+use devpriv_pte::{DeviceIndex, PageSize};
+
+const FRAMES: usize = 1 << 18; // 1 GiB of 4 KiB pages
+
+struct NoDriver;
+
+impl PagemapOps for NoDriver {
+    fn migrate_to_ram(&self, _: &CpuFault<'_>) -> Result<(), FaultError> {
+        Ok(())
+    }
+    fn folio_free(&self, folio: Folio<'_>) {
+        black_box(folio);
+    }
+}
+
+fn quick<'c>(
+    c: &'c mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    g
+}
+
+fn metadata(pages: usize) -> Vec<PageMeta> {
+    (0..pages).map(|_| PageMeta::new()).collect()
+}
+
+fn buddy() -> FrameAllocator<33> {
+    let mut fa = FrameAllocator::<33>::new();
+    fa.add_frame(0, FRAMES);
+    fa
+}
+
+fn alloc_free(c: &mut Criterion, size: PageSize, batch: usize, name: &str) {
+    let meta = metadata(FRAMES);
+    let pm = DevicePagemap::new(FRAMES as u64, Owner::new(1), &NoDriver, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    let mut fa = buddy();
+    let frames = size.frames() as usize;
+    let mut g = quick(c, name);
+    g.bench_function("devpriv", |b| {
+        let mut held = Vec::with_capacity(batch);
+        b.iter(|| {
+            for _ in 0..batch {
+                held.push(pm.alloc(size).unwrap());
+            }
+            for f in held.drain(..) {
+                f.put().unwrap();
+            }
+        })
+    });
+    g.bench_function("buddy_system_allocator", |b| {
+        let mut held = Vec::with_capacity(batch);
+        b.iter(|| {
+            for _ in 0..batch {
+                held.push(black_box(fa.alloc(frames).unwrap()));
+            }
+            for f in held.drain(..) {
+                fa.dealloc(f, frames);
+            }
+        })
+    });
+    g.finish();
+}
+
+fn alloc_free_order0(c: &mut Criterion) {
+    alloc_free(c, PageSize::Size4KiB, 64, "pagemap: alloc+free order-0");
+}
+
+fn alloc_free_order9(c: &mut Criterion) {
+    alloc_free(c, PageSize::Size2MiB, 16, "pagemap: alloc+free order-9");
+}
+
+fn lookup(c: &mut Criterion) {
+    let meta: Vec<Vec<PageMeta>> = (0..4).map(|_| metadata(1 << 16)).collect();
+    let maps: Vec<DevicePagemap<'_>> = meta
+        .iter()
+        .enumerate()
+        .map(|(i, m)| DevicePagemap::new(1 << 16, Owner::new(i as u64), &NoDriver, m).unwrap())
+        .collect();
+    let space = DevicePrivateSpace::new();
+    let bases: Vec<u64> = maps
+        .iter()
+        .map(|m| space.register(m).unwrap().base().number())
+        .collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let indices: Vec<DeviceIndex> = (0..1024)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            DeviceIndex::new(bases[i % 4] + (x & 0xffff))
+        })
+        .collect();
+    let mut g = quick(c, "pagemap: index->page lookup");
+    g.bench_function("devpriv", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            black_box(space.lookup(black_box(indices[i])).unwrap().number())
+        })
+    });
+    g.finish();
+}
+
+/// A 64-byte record like Linux's `struct page` of a ZONE_DEVICE page.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct LinuxStylePage {
+    flags: u64,
+    pgmap: u64,
+    zone_device_data: u64,
+    mapping: u64,
+    index: u64,
+    private: u64,
+    mapcount_refcount: u64,
+    memcg: u64,
+}
+
+fn register(c: &mut Criterion, pages: usize, name: &str, with_peer: bool) {
+    let layout = std::alloc::Layout::array::<PageMeta>(pages).unwrap();
+    // SAFETY: non-zero size. Zeroed pages are supplied lazily by the host OS.
+    let raw = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<PageMeta>();
+    assert!(!raw.is_null());
+    // SAFETY: a fresh zeroed allocation of `pages` records, used only through this slice
+    // and freed after the last use below.
+    let meta = unsafe { PageMeta::slice_from_zeroed_raw(raw, pages) };
+    let mut g = quick(c, name);
+    g.bench_function("devpriv", |b| {
+        b.iter(|| {
+            let space = DevicePrivateSpace::new();
+            let pm = DevicePagemap::new(pages as u64, Owner::new(1), &NoDriver, meta).unwrap();
+            let id = space.register(black_box(&pm)).unwrap();
+            black_box(space.lookup(id.base()).unwrap().number());
+            space.unregister(id).unwrap();
+        })
+    });
+    if with_peer {
+        let mut records = vec![LinuxStylePage::default(); pages];
+        g.bench_function("linux-style-struct-page", |b| {
+            b.iter(|| {
+                let pgmap = black_box(&records as *const _ as u64);
+                for (pfn, p) in records.iter_mut().enumerate() {
+                    *p = LinuxStylePage {
+                        flags: 1 << 10 | (pfn as u64 & 0x3f) << 56,
+                        pgmap,
+                        zone_device_data: 0,
+                        mapping: 0,
+                        index: pfn as u64,
+                        private: 0,
+                        mapcount_refcount: 1 << 32 | u32::MAX as u64,
+                        memcg: 0,
+                    };
+                }
+                black_box(&mut records);
+            })
+        });
+    }
+    g.finish();
+    // SAFETY: allocated above with this layout; `meta` is no longer used.
+    unsafe { std::alloc::dealloc(raw.cast(), layout) };
+}
+
+fn register_1gib(c: &mut Criterion) {
+    register(c, 1 << 18, "pagemap: register 1GiB", true);
+}
+
+fn register_1tib(c: &mut Criterion) {
+    register(c, 1 << 28, "pagemap: register 1TiB", false);
+}
+
+/// Runs `work(iters)` on `threads` threads at once and returns the wall time.
+fn concurrently(threads: usize, iters: u64, work: &(dyn Fn(u64) + Sync)) -> Duration {
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                barrier.wait();
+                work(iters);
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        // The scope joins the threads before returning.
+        start
+    })
+    .elapsed()
+}
+
+fn threads(c: &mut Criterion, n: usize, name: &str) {
+    let meta = metadata(FRAMES);
+    let pm = DevicePagemap::new(FRAMES as u64, Owner::new(1), &NoDriver, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    let fa = spin::Mutex::new(buddy());
+    let mut g = quick(c, name);
+    g.bench_function("devpriv", |b| {
+        b.iter_custom(|iters| {
+            concurrently(n, iters, &|iters| {
+                for _ in 0..iters {
+                    let f = pm.alloc(PageSize::Size4KiB).unwrap();
+                    f.put().unwrap();
+                }
+            })
+        })
+    });
+    g.bench_function("buddy_system_allocator", |b| {
+        b.iter_custom(|iters| {
+            concurrently(n, iters, &|iters| {
+                for _ in 0..iters {
+                    let f = fa.lock().alloc(1).unwrap();
+                    fa.lock().dealloc(black_box(f), 1);
+                }
+            })
+        })
+    });
+    g.finish();
+}
+
+fn one_thread(c: &mut Criterion) {
+    threads(c, 1, "pagemap: 1-thread alloc/free");
+}
+
+fn two_threads(c: &mut Criterion) {
+    threads(c, 2, "pagemap: 2-thread alloc/free");
+}
+
+criterion_group!(
+    benches,
+    alloc_free_order0,
+    alloc_free_order9,
+    lookup,
+    register_1gib,
+    register_1tib,
+    one_thread,
+    two_threads
+);
+criterion_main!(benches);

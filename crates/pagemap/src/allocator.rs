@@ -1,0 +1,312 @@
+//! The device-folio allocator: 4 KiB and 2 MiB folios out of 2 MiB chunks.
+//!
+//! Everything here runs under the pagemap's allocator lock and keeps its per-chunk state
+//! in the metadata itself, so registration does no per-page (or per-chunk) work:
+//!
+//! - chunks at or above the *watermark* have never been used; their metadata is still
+//!   zero. The watermark only moves up, one chunk at a time, when a chunk is first needed;
+//! - *whole* chunks below the watermark (all 512 pages free) sit on a LIFO list linked
+//!   through the reverse-map word of their first page;
+//! - *split* chunks with free pages sit on a doubly linked list of partly used chunks,
+//!   linked through the allocator half of the state words of their pages 1 and 2; each
+//!   keeps, in the allocator half of its page 0, a free count, a never-used watermark
+//!   within the chunk and the head of its own free list (linked through the free pages'
+//!   reverse-map words). When its free count reaches 512 it leaves that list and is
+//!   whole again, in O(1);
+//! - a final chunk of fewer than 512 pages (the *tail*) can only hold 4 KiB folios; its
+//!   fields live in [`AllocState`] instead of in metadata.
+//!
+//! A 2 MiB allocation marks one word (the head); a 4 KiB allocation pops a free list or
+//! bumps a watermark; a free is the reverse. All O(1).
+
+use crate::meta::{PageMeta, word};
+use crate::sync::Ordering;
+
+/// log2 of the pages in a chunk.
+pub(crate) const CHUNK_ORDER: u32 = 9;
+/// Pages in a chunk (one 2 MiB folio).
+pub(crate) const CHUNK_PAGES: u64 = 1 << CHUNK_ORDER;
+
+/// Chunk states, in the chunk header.
+const WHOLE: u32 = 0;
+const LARGE: u32 = 1;
+const SPLIT: u32 = 2;
+
+/// The header of a chunk: the allocator half of its first page's state word.
+///
+/// | bits   | field                                             |
+/// |--------|---------------------------------------------------|
+/// | 0..=1  | state: 0 whole, 1 one 2 MiB folio, 2 split        |
+/// | 2..=11 | free pages (split)                                |
+/// | 12..=21| pages handed out at least once since the split    |
+/// | 22..=31| free-list head: page offset + 1, 0 = empty        |
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Header(u32);
+
+impl Header {
+    const fn state(self) -> u32 {
+        self.0 & 3
+    }
+    const fn free(self) -> u64 {
+        ((self.0 >> 2) & 0x3ff) as u64
+    }
+    const fn bump(self) -> u64 {
+        ((self.0 >> 12) & 0x3ff) as u64
+    }
+    const fn head(self) -> u64 {
+        ((self.0 >> 22) & 0x3ff) as u64
+    }
+    const fn new(state: u32, free: u64, bump: u64, head: u64) -> Self {
+        Self(state | (free as u32) << 2 | (bump as u32) << 12 | (head as u32) << 22)
+    }
+}
+
+/// Free-page bookkeeping of a chunk whose fields are not in metadata (the tail).
+#[derive(Clone, Copy, Debug)]
+struct TailChunk {
+    free: u64,
+    bump: u64,
+    head: u64,
+}
+
+/// Injected failures for one folio size: 0 none, `u32::MAX` always, else the next n.
+pub(crate) const FAIL_ALWAYS: u32 = u32::MAX;
+
+/// The allocator state of one pagemap (under its lock).
+#[derive(Debug)]
+pub(crate) struct AllocState {
+    /// Chunks of 512 pages.
+    full_chunks: u64,
+    /// Chunks below this have been used at least once.
+    watermark: u64,
+    /// First whole chunk on the whole list, + 1 (0: empty).
+    whole_head: u64,
+    /// First chunk on the partly-used list, + 1 (0: empty).
+    partial_head: u64,
+    /// Whole chunks (listed or above the watermark).
+    whole_chunks: u64,
+    /// Pages in allocated folios.
+    pub(crate) allocated: u64,
+    tail: TailChunk,
+    /// Where the pagemap is registered: `(slot, generation)`.
+    pub(crate) registration: Option<(usize, u32)>,
+}
+
+impl AllocState {
+    /// State for a pagemap of `pages` pages, all free. O(1).
+    pub(crate) const fn new(pages: u64) -> Self {
+        let full_chunks = pages >> CHUNK_ORDER;
+        let tail_pages = pages & (CHUNK_PAGES - 1);
+        Self {
+            full_chunks,
+            watermark: 0,
+            whole_head: 0,
+            partial_head: 0,
+            whole_chunks: full_chunks,
+            allocated: 0,
+            tail: TailChunk {
+                free: tail_pages,
+                bump: 0,
+                head: 0,
+            },
+            registration: None,
+        }
+    }
+
+    /// Whole (2 MiB-allocatable) chunks.
+    pub(crate) const fn whole_chunks(&self) -> u64 {
+        self.whole_chunks
+    }
+
+    /// Allocates a 4 KiB page; returns its page number.
+    pub(crate) fn alloc_small(&mut self, meta: &[PageMeta]) -> Option<u64> {
+        let page = if self.partial_head != 0 {
+            self.take_from_split(meta, self.partial_head - 1)
+        } else if self.tail.free != 0 {
+            self.take_from_tail(meta)
+        } else {
+            let chunk = self.take_whole(meta)?;
+            set_header(meta, chunk, Header::new(SPLIT, CHUNK_PAGES, 0, 0));
+            self.partial_push(meta, chunk);
+            self.take_from_split(meta, chunk)
+        };
+        let m = &meta[page as usize];
+        m.rmap.store(0, Ordering::Relaxed);
+        // The folio half of a free page is zero: this sets it to "allocated, one reference".
+        m.state.fetch_or(word::ALLOCATED | 1, Ordering::Release);
+        self.allocated += 1;
+        Some(page)
+    }
+
+    /// Allocates a 2 MiB folio; returns its head page number.
+    pub(crate) fn alloc_large(&mut self, meta: &[PageMeta]) -> Option<u64> {
+        let chunk = self.take_whole(meta)?;
+        set_header(meta, chunk, Header::new(LARGE, 0, 0, 0));
+        let head = &meta[(chunk * CHUNK_PAGES) as usize];
+        head.rmap.store(0, Ordering::Relaxed);
+        head.state
+            .fetch_or(word::ALLOCATED | word::LARGE | 1, Ordering::Release);
+        self.allocated += CHUNK_PAGES;
+        Some(chunk * CHUNK_PAGES)
+    }
+
+    /// Returns a folio whose reference count reached zero.
+    pub(crate) fn release(&mut self, meta: &[PageMeta], head: u64, large: bool) {
+        meta[head as usize]
+            .state
+            .fetch_and(!word::FOLIO_HALF, Ordering::Release);
+        let chunk = head >> CHUNK_ORDER;
+        if large {
+            self.allocated -= CHUNK_PAGES;
+            set_header(meta, chunk, Header::new(WHOLE, 0, 0, 0));
+            self.whole_push(meta, chunk);
+            return;
+        }
+        self.allocated -= 1;
+        let offset = head & (CHUNK_PAGES - 1);
+        if chunk == self.full_chunks {
+            meta[head as usize]
+                .rmap
+                .store(self.tail.head, Ordering::Relaxed);
+            self.tail.head = offset + 1;
+            self.tail.free += 1;
+            return;
+        }
+        let h = header(meta, chunk);
+        debug_assert_eq!(h.state(), SPLIT);
+        meta[head as usize].rmap.store(h.head(), Ordering::Relaxed);
+        let free = h.free() + 1;
+        if free == CHUNK_PAGES {
+            self.partial_remove(meta, chunk);
+            set_header(meta, chunk, Header::new(WHOLE, 0, 0, 0));
+            self.whole_push(meta, chunk);
+        } else {
+            set_header(meta, chunk, Header::new(SPLIT, free, h.bump(), offset + 1));
+            if free == 1 {
+                self.partial_push(meta, chunk);
+            }
+        }
+    }
+
+    /// Turns the 2 MiB folio at `head` (frozen by the caller) into 512 allocated pages:
+    /// the chunk becomes a split chunk with no free page.
+    pub(crate) fn split_large(&mut self, meta: &[PageMeta], head: u64) {
+        set_header(
+            meta,
+            head >> CHUNK_ORDER,
+            Header::new(SPLIT, 0, CHUNK_PAGES, 0),
+        );
+    }
+
+    fn take_whole(&mut self, meta: &[PageMeta]) -> Option<u64> {
+        let chunk = if self.whole_head != 0 {
+            let chunk = self.whole_head - 1;
+            self.whole_head = meta[(chunk * CHUNK_PAGES) as usize]
+                .rmap
+                .load(Ordering::Relaxed);
+            chunk
+        } else if self.watermark < self.full_chunks {
+            self.watermark += 1;
+            self.watermark - 1
+        } else {
+            return None;
+        };
+        self.whole_chunks -= 1;
+        Some(chunk)
+    }
+
+    fn whole_push(&mut self, meta: &[PageMeta], chunk: u64) {
+        meta[(chunk * CHUNK_PAGES) as usize]
+            .rmap
+            .store(self.whole_head, Ordering::Relaxed);
+        self.whole_head = chunk + 1;
+        self.whole_chunks += 1;
+    }
+
+    fn take_from_split(&mut self, meta: &[PageMeta], chunk: u64) -> u64 {
+        let h = header(meta, chunk);
+        debug_assert!(h.state() == SPLIT && h.free() > 0);
+        let base = chunk * CHUNK_PAGES;
+        let (offset, next_head, bump) = if h.head() != 0 {
+            let offset = h.head() - 1;
+            let next = meta[(base + offset) as usize].rmap.load(Ordering::Relaxed);
+            (offset, next, h.bump())
+        } else {
+            (h.bump(), 0, h.bump() + 1)
+        };
+        let free = h.free() - 1;
+        set_header(meta, chunk, Header::new(SPLIT, free, bump, next_head));
+        if free == 0 {
+            self.partial_remove(meta, chunk);
+        }
+        base + offset
+    }
+
+    fn take_from_tail(&mut self, meta: &[PageMeta]) -> u64 {
+        let base = self.full_chunks * CHUNK_PAGES;
+        let offset = if self.tail.head != 0 {
+            let offset = self.tail.head - 1;
+            self.tail.head = meta[(base + offset) as usize].rmap.load(Ordering::Relaxed);
+            offset
+        } else {
+            self.tail.bump += 1;
+            self.tail.bump - 1
+        };
+        self.tail.free -= 1;
+        base + offset
+    }
+
+    /// The partly-used list links: `(next + 1, prev + 1)` in pages 1 and 2 of the chunk.
+    fn link(meta: &[PageMeta], chunk: u64, which: u64) -> u64 {
+        meta[(chunk * CHUNK_PAGES + which) as usize]
+            .state
+            .load(Ordering::Relaxed)
+            >> word::CHUNK_SHIFT
+    }
+
+    fn set_link(meta: &[PageMeta], chunk: u64, which: u64, value: u64) {
+        let m = &meta[(chunk * CHUNK_PAGES + which) as usize].state;
+        let old = m.load(Ordering::Relaxed) >> word::CHUNK_SHIFT;
+        m.fetch_xor((old ^ value) << word::CHUNK_SHIFT, Ordering::Relaxed);
+    }
+
+    fn partial_push(&mut self, meta: &[PageMeta], chunk: u64) {
+        Self::set_link(meta, chunk, 1, self.partial_head);
+        Self::set_link(meta, chunk, 2, 0);
+        if self.partial_head != 0 {
+            Self::set_link(meta, self.partial_head - 1, 2, chunk + 1);
+        }
+        self.partial_head = chunk + 1;
+    }
+
+    fn partial_remove(&mut self, meta: &[PageMeta], chunk: u64) {
+        let next = Self::link(meta, chunk, 1);
+        let prev = Self::link(meta, chunk, 2);
+        if prev == 0 {
+            self.partial_head = next;
+        } else {
+            Self::set_link(meta, prev - 1, 1, next);
+        }
+        if next != 0 {
+            Self::set_link(meta, next - 1, 2, prev);
+        }
+    }
+}
+
+fn header(meta: &[PageMeta], chunk: u64) -> Header {
+    let w = meta[(chunk * CHUNK_PAGES) as usize]
+        .state
+        .load(Ordering::Relaxed);
+    Header((w >> word::CHUNK_SHIFT) as u32)
+}
+
+/// Sets a chunk header with one atomic exclusive-or, leaving the folio half alone (it
+/// may be changing concurrently). The header itself only changes under the lock.
+fn set_header(meta: &[PageMeta], chunk: u64, new: Header) {
+    let m = &meta[(chunk * CHUNK_PAGES) as usize].state;
+    let old = (m.load(Ordering::Relaxed) >> word::CHUNK_SHIFT) as u32;
+    m.fetch_xor(
+        u64::from(old ^ new.0) << word::CHUNK_SHIFT,
+        Ordering::AcqRel,
+    );
+}

@@ -1,0 +1,302 @@
+//! A pagemap: one region of device memory, its metadata, its owner and its driver.
+
+use core::fmt;
+
+use devpriv_pte::{DeviceIndex, PageSize};
+
+use crate::allocator::{AllocState, CHUNK_PAGES, FAIL_ALWAYS};
+use crate::error::{AllocError, LookupError, RegisterError};
+use crate::folio::{Folio, Page};
+use crate::meta::{AddressSpaceId, DriverWord, PageMeta};
+use crate::space::{MAX_PAGEMAP_PAGES, PagemapId, slot_base};
+use crate::sync::{AtomicU32, Mutex, Ordering};
+
+/// Which device (driver instance) owns a pagemap: an opaque token compared for
+/// equality, Linux's `pgmap->owner`. Migration selects device pages by owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Owner(u64);
+
+impl Owner {
+    /// The owner token `value`.
+    pub const fn new(value: u64) -> Self {
+        Self(value)
+    }
+
+    /// An owner token made from the address of a driver object, as Linux drivers do.
+    pub fn from_ptr<T>(ptr: *const T) -> Self {
+        Self(ptr as usize as u64)
+    }
+
+    /// The token as a number.
+    pub const fn value(self) -> u64 {
+        self.0
+    }
+}
+
+/// A CPU fault on a device-private entry that points at one of a pagemap's pages: what
+/// [`PagemapOps::migrate_to_ram`] receives (Linux's `struct vm_fault`, trimmed).
+#[derive(Clone, Copy, Debug)]
+pub struct CpuFault<'a> {
+    /// The faulting device page; the caller holds a reference and the folio lock.
+    pub page: Page<'a>,
+    /// The address space that faulted.
+    pub address_space: AddressSpaceId,
+    /// The faulting virtual address.
+    pub address: u64,
+    /// Whether the access was a write.
+    pub write: bool,
+}
+
+/// Why [`PagemapOps::migrate_to_ram`] could not bring a page back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultError {
+    /// Something changed under the driver; the fault is retried.
+    Retry,
+    /// The page cannot be brought back: the faulting context gets a bus error.
+    BusError,
+}
+
+/// What the driver of a pagemap does (Linux's `struct dev_pagemap_ops`).
+pub trait PagemapOps: Sync {
+    /// A CPU touched a page of this pagemap: migrate it (and, at the driver's choice,
+    /// its neighbours) back to system RAM. Called with the page referenced and locked.
+    fn migrate_to_ram(&self, fault: &CpuFault<'_>) -> Result<(), FaultError>;
+
+    /// The last reference to `folio` was put. Called before the folio goes back to the
+    /// allocator; the driver drops whatever it keeps per folio.
+    fn folio_free(&self, folio: Folio<'_>);
+
+    /// The 2 MiB `folio` was just split into 512 4 KiB folios. Default: nothing.
+    fn folio_split(&self, folio: Folio<'_>) {
+        let _ = folio;
+    }
+}
+
+/// How many allocations of one size the test hook fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocFailures {
+    /// None (the default).
+    Never,
+    /// The next `n`.
+    Next(u32),
+    /// Every one, until changed.
+    Always,
+}
+
+/// One region of device-private memory: its pages' metadata, its owner and its driver
+/// (Linux's `struct dev_pagemap` of type `MEMORY_DEVICE_PRIVATE`).
+///
+/// Creating one is O(1): the metadata is zeroed memory supplied by the caller and is
+/// not touched until pages are allocated. Register it in a
+/// [`DevicePrivateSpace`](crate::DevicePrivateSpace) to give its pages indices and to
+/// allocate from it.
+pub struct DevicePagemap<'a> {
+    pub(crate) meta: &'a [PageMeta],
+    pages: u64,
+    /// Pages in full 2 MiB chunks (a page below this may be part of a 2 MiB folio).
+    pub(crate) chunked_pages: u64,
+    owner: Owner,
+    pub(crate) ops: &'a dyn PagemapOps,
+    driver_words: Option<&'a [DriverWord]>,
+    pub(crate) alloc: Mutex<AllocState>,
+    fail_small: AtomicU32,
+    fail_large: AtomicU32,
+}
+
+impl<'a> DevicePagemap<'a> {
+    /// A pagemap of `pages` 4 KiB pages owned by `owner`, driven by `ops`, with
+    /// `metadata` (at least `pages` records, all zero) as its page metadata. O(1).
+    pub fn new(
+        pages: u64,
+        owner: Owner,
+        ops: &'a dyn PagemapOps,
+        metadata: &'a [PageMeta],
+    ) -> Result<Self, RegisterError> {
+        if pages == 0 {
+            return Err(RegisterError::ZeroPages);
+        }
+        if pages > MAX_PAGEMAP_PAGES {
+            return Err(RegisterError::TooManyPages {
+                pages,
+                max: MAX_PAGEMAP_PAGES,
+            });
+        }
+        if (metadata.len() as u64) < pages {
+            return Err(RegisterError::MetadataTooSmall {
+                needed: pages,
+                given: metadata.len() as u64,
+            });
+        }
+        Ok(Self {
+            meta: &metadata[..pages as usize],
+            pages,
+            chunked_pages: pages & !(CHUNK_PAGES - 1),
+            owner,
+            ops,
+            driver_words: None,
+            alloc: Mutex::new(AllocState::new(pages)),
+            fail_small: AtomicU32::new(0),
+            fail_large: AtomicU32::new(0),
+        })
+    }
+
+    /// Adds a driver-private word per page (at least `pages` words), read and written
+    /// by the driver through [`Page::driver_word`]. Pagemaps without one pay nothing.
+    pub fn with_driver_words(mut self, words: &'a [DriverWord]) -> Result<Self, RegisterError> {
+        if (words.len() as u64) < self.pages {
+            return Err(RegisterError::DriverWordsTooSmall {
+                needed: self.pages,
+                given: words.len() as u64,
+            });
+        }
+        self.driver_words = Some(&words[..self.pages as usize]);
+        Ok(self)
+    }
+
+    /// Number of 4 KiB pages.
+    pub const fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    /// The owner token.
+    pub const fn owner(&self) -> Owner {
+        self.owner
+    }
+
+    /// The driver.
+    pub fn ops(&self) -> &'a dyn PagemapOps {
+        self.ops
+    }
+
+    /// Where the pagemap is registered, if it is.
+    pub fn id(&self) -> Option<PagemapId> {
+        self.alloc
+            .lock()
+            .registration
+            .map(|(slot, generation)| PagemapId::new(slot, generation))
+    }
+
+    /// The device index of the pagemap's first page, if it is registered.
+    pub fn base(&self) -> Option<DeviceIndex> {
+        self.alloc
+            .lock()
+            .registration
+            .map(|(slot, _)| slot_base(slot))
+    }
+
+    /// Page `number` of this pagemap (0-based), if it exists and the pagemap is
+    /// registered (so that the page has an index).
+    pub fn page(&self, number: u64) -> Result<Page<'_>, LookupError> {
+        let base = self
+            .alloc
+            .lock()
+            .registration
+            .map(|(slot, _)| slot_base(slot));
+        let index = base
+            .map(|b| DeviceIndex::new(b.number() + number))
+            .unwrap_or(DeviceIndex::new(number));
+        match base {
+            Some(_) if number < self.pages => Ok(Page::new(self, index)),
+            _ => Err(LookupError::Unknown { index }),
+        }
+    }
+
+    /// Pages in allocated folios (including 2 MiB folios' tails).
+    pub fn allocated_pages(&self) -> u64 {
+        self.alloc.lock().allocated
+    }
+
+    /// Free pages.
+    pub fn free_pages(&self) -> u64 {
+        self.pages - self.allocated_pages()
+    }
+
+    /// Free 2 MiB chunks: how many 2 MiB folios could be allocated now.
+    pub fn whole_chunks(&self) -> u64 {
+        self.alloc.lock().whole_chunks()
+    }
+
+    /// The driver-private word of page `number`, if the pagemap has driver words.
+    pub(crate) fn driver_word(&self, number: u64) -> Option<&'a DriverWord> {
+        self.driver_words.map(|w| &w[number as usize])
+    }
+
+    /// Allocates a folio of `size` (4 KiB or 2 MiB) with one reference, unlocked.
+    /// O(1); no per-page work, even for a 2 MiB folio.
+    pub fn alloc(&self, size: PageSize) -> Result<Folio<'_>, AllocError> {
+        let large = match size {
+            PageSize::Size4KiB => false,
+            PageSize::Size2MiB => true,
+            PageSize::Size1GiB => return Err(AllocError::UnsupportedSize(size)),
+        };
+        if injected(if large {
+            &self.fail_large
+        } else {
+            &self.fail_small
+        }) {
+            return Err(AllocError::Injected);
+        }
+        let mut state = self.alloc.lock();
+        let Some((slot, _)) = state.registration else {
+            return Err(AllocError::NotRegistered);
+        };
+        let page = if large {
+            state.alloc_large(self.meta)
+        } else {
+            state.alloc_small(self.meta)
+        }
+        .ok_or(AllocError::OutOfMemory)?;
+        drop(state);
+        let index = DeviceIndex::new(slot_base(slot).number() + page);
+        Ok(Folio::new(Page::new(self, index), large))
+    }
+
+    /// Makes allocations of `size` fail (a test hook: failing 2 MiB allocations drives
+    /// the split path of migration).
+    pub fn inject_alloc_failures(&self, size: PageSize, failures: AllocFailures) {
+        let counter = match size {
+            PageSize::Size2MiB => &self.fail_large,
+            _ => &self.fail_small,
+        };
+        let value = match failures {
+            AllocFailures::Never => 0,
+            AllocFailures::Next(n) => n.min(FAIL_ALWAYS - 1),
+            AllocFailures::Always => FAIL_ALWAYS,
+        };
+        counter.store(value, Ordering::Relaxed);
+    }
+
+    /// Calls the driver's [`PagemapOps::migrate_to_ram`] for `fault`.
+    pub fn migrate_to_ram(&self, fault: &CpuFault<'_>) -> Result<(), FaultError> {
+        self.ops.migrate_to_ram(fault)
+    }
+}
+
+/// Whether the failure counter says to fail this allocation (consuming one if counted).
+#[inline]
+fn injected(counter: &AtomicU32) -> bool {
+    let mut n = counter.load(Ordering::Relaxed);
+    loop {
+        match n {
+            0 => return false,
+            FAIL_ALWAYS => return true,
+            _ => {
+                match counter.compare_exchange_weak(n, n - 1, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => return true,
+                    Err(now) => n = now,
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for DevicePagemap<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DevicePagemap")
+            .field("pages", &self.pages)
+            .field("owner", &self.owner)
+            .field("driver_words", &self.driver_words.is_some())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,237 @@
+//! The device-private address space: which pagemap owns which device index.
+//!
+//! The 40-bit index space (what a software page-table entry holds, see
+//! [`DeviceIndex::MAX`]) is cut into [`SLOTS`] slots of [`SLOT_PAGES`] pages (16 TiB)
+//! each. A registered pagemap owns one slot: its page `n` has index
+//! `slot * SLOT_PAGES + n`. Looking an index up is a shift, one load from the slot table
+//! and a bounds check: no tree walk, no lock.
+//!
+//! Slots are handed out round-robin so that a slot freed by unregistering is reused as
+//! late as possible: until then a stale index into it is reported as
+//! [`LookupError::FreedPagemap`]. Each registration of a slot has a new generation, so a
+//! stale [`PagemapId`] never names the pagemap that reused the slot.
+
+use core::fmt;
+use core::ptr;
+
+use devpriv_pte::DeviceIndex;
+
+use crate::error::{LookupError, RegisterError, UnregisterError};
+use crate::folio::Page;
+use crate::pagemap::DevicePagemap;
+use crate::sync::{AtomicPtr, AtomicU32, Mutex, Ordering};
+
+/// log2 of the pages in one slot.
+pub const SLOT_SHIFT: u32 = 32;
+/// Pages in one slot (16 TiB of 4 KiB pages); the most one pagemap can have.
+pub const SLOT_PAGES: u64 = 1 << SLOT_SHIFT;
+/// The most pages one pagemap can have (16 TiB).
+pub const MAX_PAGEMAP_PAGES: u64 = SLOT_PAGES;
+/// Slots in the space: the most pagemaps registered at once.
+pub const SLOTS: usize = ((DeviceIndex::MAX.number() + 1) >> SLOT_SHIFT) as usize;
+/// The page-number bits of an index.
+pub(crate) const SLOT_PAGE_MASK: u64 = SLOT_PAGES - 1;
+
+const _: () = assert!(SLOTS == 256);
+
+/// The index of the first page of `slot`.
+pub(crate) const fn slot_base(slot: usize) -> DeviceIndex {
+    DeviceIndex::new((slot as u64) << SLOT_SHIFT)
+}
+
+/// Names one registration of a pagemap: its slot and the slot's generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PagemapId {
+    slot: u16,
+    generation: u32,
+}
+
+impl PagemapId {
+    pub(crate) const fn new(slot: usize, generation: u32) -> Self {
+        Self {
+            slot: slot as u16,
+            generation,
+        }
+    }
+
+    /// The slot (0..[`SLOTS`]).
+    pub const fn slot(self) -> usize {
+        self.slot as usize
+    }
+
+    /// How many times the slot had been registered, this time included.
+    pub const fn generation(self) -> u32 {
+        self.generation
+    }
+
+    /// The device index of the pagemap's first page.
+    pub const fn base(self) -> DeviceIndex {
+        slot_base(self.slot as usize)
+    }
+}
+
+struct Slot<'a> {
+    pagemap: AtomicPtr<DevicePagemap<'a>>,
+    /// Registrations of this slot so far (0: never used).
+    generation: AtomicU32,
+}
+
+impl Slot<'_> {
+    #[cfg(not(loom))]
+    const fn new() -> Self {
+        Self {
+            pagemap: AtomicPtr::new(ptr::null_mut()),
+            generation: AtomicU32::new(0),
+        }
+    }
+
+    #[cfg(loom)]
+    fn new() -> Self {
+        Self {
+            pagemap: AtomicPtr::new(ptr::null_mut()),
+            generation: AtomicU32::new(0),
+        }
+    }
+}
+
+/// The device-private address space: hands index ranges to pagemaps and resolves
+/// indices to pages.
+///
+/// A plain value: a kernel can keep one wherever it likes (a `static` works, since
+/// [`DevicePrivateSpace::new`] is `const`). It borrows its pagemaps for `'a`.
+pub struct DevicePrivateSpace<'a> {
+    slots: [Slot<'a>; SLOTS],
+    /// The next slot to try (round-robin); taken for every (un)registration.
+    cursor: Mutex<usize>,
+}
+
+impl<'a> DevicePrivateSpace<'a> {
+    /// An empty space.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Self {
+            slots: [const { Slot::new() }; SLOTS],
+            cursor: Mutex::new(0),
+        }
+    }
+
+    /// An empty space.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self {
+            slots: core::array::from_fn(|_| Slot::new()),
+            cursor: Mutex::new(0),
+        }
+    }
+
+    /// Registers `pagemap`: gives it a slot, so that its pages get indices and it can
+    /// allocate. O(1) in the size of the pagemap.
+    pub fn register(&self, pagemap: &'a DevicePagemap<'a>) -> Result<PagemapId, RegisterError> {
+        let mut cursor = self.cursor.lock();
+        let mut alloc = pagemap.alloc.lock();
+        if alloc.registration.is_some() {
+            return Err(RegisterError::AlreadyRegistered);
+        }
+        let slot = (0..SLOTS)
+            .map(|i| (*cursor + i) % SLOTS)
+            .find(|&s| self.slots[s].pagemap.load(Ordering::Relaxed).is_null())
+            .ok_or(RegisterError::SpaceFull)?;
+        let s = &self.slots[slot];
+        let generation = s.generation.load(Ordering::Relaxed).wrapping_add(1).max(1);
+        s.generation.store(generation, Ordering::Relaxed);
+        alloc.registration = Some((slot, generation));
+        s.pagemap
+            .store(ptr::from_ref(pagemap).cast_mut(), Ordering::Release);
+        *cursor = (slot + 1) % SLOTS;
+        Ok(PagemapId::new(slot, generation))
+    }
+
+    /// Unregisters the pagemap `id` names; refused while any of its pages is allocated.
+    /// Its indices then fail to resolve ([`LookupError::FreedPagemap`]).
+    pub fn unregister(&self, id: PagemapId) -> Result<&'a DevicePagemap<'a>, UnregisterError> {
+        let _cursor = self.cursor.lock();
+        let s = self.slots.get(id.slot()).ok_or(UnregisterError::StaleId)?;
+        let p = s.pagemap.load(Ordering::Acquire);
+        if p.is_null() || s.generation.load(Ordering::Relaxed) != id.generation {
+            return Err(UnregisterError::StaleId);
+        }
+        // SAFETY: non-null slot pointers are only ever stored by `register`, from a
+        // `&'a DevicePagemap<'a>`, so the pagemap lives (unmoved) for `'a`.
+        let pagemap: &'a DevicePagemap<'a> = unsafe { &*p };
+        let mut alloc = pagemap.alloc.lock();
+        if alloc.allocated != 0 {
+            return Err(UnregisterError::PagesInUse {
+                pages: alloc.allocated,
+            });
+        }
+        alloc.registration = None;
+        s.pagemap.store(ptr::null_mut(), Ordering::Release);
+        Ok(pagemap)
+    }
+
+    /// The live pagemap `id` names.
+    pub fn pagemap(&self, id: PagemapId) -> Option<&'a DevicePagemap<'a>> {
+        let s = self.slots.get(id.slot())?;
+        let p = s.pagemap.load(Ordering::Acquire);
+        if p.is_null() || s.generation.load(Ordering::Relaxed) != id.generation {
+            return None;
+        }
+        // SAFETY: as in `unregister`: the pointer came from a `&'a DevicePagemap<'a>`.
+        Some(unsafe { &*p })
+    }
+
+    /// The page with device index `index` (Linux's `device_private_offset_to_page`):
+    /// a shift, one load and a bounds check.
+    #[inline]
+    pub fn lookup(&self, index: DeviceIndex) -> Result<Page<'a>, LookupError> {
+        let n = index.number();
+        let Some(s) = self.slots.get((n >> SLOT_SHIFT) as usize) else {
+            return Err(LookupError::OutOfRange { index });
+        };
+        let p = s.pagemap.load(Ordering::Acquire);
+        if p.is_null() {
+            return Err(if s.generation.load(Ordering::Relaxed) == 0 {
+                LookupError::Unknown { index }
+            } else {
+                LookupError::FreedPagemap { index }
+            });
+        }
+        // SAFETY: as in `unregister`: the pointer came from a `&'a DevicePagemap<'a>`.
+        let pagemap: &'a DevicePagemap<'a> = unsafe { &*p };
+        if n & SLOT_PAGE_MASK >= pagemap.pages() {
+            return Err(LookupError::Unknown { index });
+        }
+        Ok(Page::new(pagemap, index))
+    }
+
+    /// Live pagemaps.
+    pub fn registered(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| !s.pagemap.load(Ordering::Relaxed).is_null())
+            .count()
+    }
+}
+
+#[cfg(not(loom))]
+impl Default for DevicePrivateSpace<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// The slot table's `AtomicPtr`s make the space `Send + Sync` whatever they point at;
+// that is sound because a pagemap is itself `Sync` (atomics and a lock) and the space
+// only hands out shared references to it.
+const _: () = {
+    const fn assert_sync<T: Sync + Send>() {}
+    assert_sync::<DevicePagemap<'static>>();
+};
+
+impl fmt::Debug for DevicePrivateSpace<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DevicePrivateSpace")
+            .field("registered", &self.registered())
+            .finish_non_exhaustive()
+    }
+}

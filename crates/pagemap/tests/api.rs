@@ -1,0 +1,563 @@
+//! Behaviour of the public API, and a test for every error variant.
+
+use std::sync::Mutex;
+
+use devpriv_pagemap::*;
+use devpriv_pte::{DeviceIndex, PageSize};
+
+/// A driver that records what the pagemap tells it.
+#[derive(Default)]
+struct Recorder {
+    freed: Mutex<Vec<(u64, PageSize)>>,
+    split: Mutex<Vec<u64>>,
+    faults: Mutex<Vec<u64>>,
+}
+
+impl PagemapOps for Recorder {
+    fn migrate_to_ram(&self, fault: &CpuFault<'_>) -> Result<(), FaultError> {
+        self.faults
+            .lock()
+            .unwrap()
+            .push(fault.page.index().number());
+        if fault.write {
+            Err(FaultError::BusError)
+        } else {
+            Ok(())
+        }
+    }
+    fn folio_free(&self, folio: Folio<'_>) {
+        self.freed
+            .lock()
+            .unwrap()
+            .push((folio.index().number(), folio.size()));
+    }
+    fn folio_split(&self, folio: Folio<'_>) {
+        self.split.lock().unwrap().push(folio.index().number());
+    }
+}
+
+fn metadata(pages: usize) -> Vec<PageMeta> {
+    (0..pages).map(|_| PageMeta::new()).collect()
+}
+
+#[test]
+fn metadata_is_sixteen_bytes_per_page() {
+    assert_eq!(METADATA_BYTES_PER_PAGE, 16);
+    assert_eq!(std::mem::size_of::<PageMeta>(), METADATA_BYTES_PER_PAGE);
+}
+
+#[test]
+fn index_layout_covers_the_40_bit_space() {
+    assert_eq!(SLOTS, 256);
+    assert_eq!(MAX_PAGEMAP_PAGES, 1 << 32);
+    assert_eq!(SLOTS as u64 * SLOT_PAGES, DeviceIndex::MAX.number() + 1);
+}
+
+#[test]
+fn register_lookup_unregister() {
+    let ops = Recorder::default();
+    let meta = metadata(1000);
+    let a = DevicePagemap::new(1000, Owner::new(7), &ops, &meta).unwrap();
+    let meta_b = metadata(10);
+    let b = DevicePagemap::new(10, Owner::new(8), &ops, &meta_b).unwrap();
+    let space = DevicePrivateSpace::new();
+    let ida = space.register(&a).unwrap();
+    let idb = space.register(&b).unwrap();
+    assert_ne!(ida.slot(), idb.slot());
+    assert_eq!(a.id(), Some(ida));
+    assert_eq!(space.registered(), 2);
+    assert_eq!(a.base(), Some(ida.base()));
+
+    let p = space
+        .lookup(DeviceIndex::new(ida.base().number() + 999))
+        .unwrap();
+    assert!(std::ptr::eq(p.pagemap(), &a));
+    assert_eq!(p.number(), 999);
+    assert_eq!(p.pagemap().owner(), Owner::new(7));
+    let q = space.lookup(idb.base()).unwrap();
+    assert!(std::ptr::eq(q.pagemap(), &b));
+    assert_eq!(a.page(999).unwrap(), p);
+    assert!(std::ptr::eq(space.pagemap(ida).unwrap(), &a));
+
+    assert!(std::ptr::eq(space.unregister(ida).unwrap(), &a));
+    assert_eq!(a.id(), None);
+    assert!(space.pagemap(ida).is_none());
+    // The pagemap can be registered again; it gets a fresh slot (round-robin).
+    let ida2 = space.register(&a).unwrap();
+    assert_ne!(ida2.slot(), ida.slot());
+}
+
+#[test]
+fn lookup_errors() {
+    let ops = Recorder::default();
+    let meta = metadata(100);
+    let a = DevicePagemap::new(100, Owner::new(1), &ops, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    let id = space.register(&a).unwrap();
+    let past_end = DeviceIndex::new(id.base().number() + 100);
+    assert_eq!(
+        space.lookup(past_end),
+        Err(LookupError::Unknown { index: past_end })
+    );
+    let never = DeviceIndex::new(200 << 32);
+    assert_eq!(
+        space.lookup(never),
+        Err(LookupError::Unknown { index: never })
+    );
+    let beyond = DeviceIndex::new(DeviceIndex::MAX.number() + 1);
+    assert_eq!(
+        space.lookup(beyond),
+        Err(LookupError::OutOfRange { index: beyond })
+    );
+    space.unregister(id).unwrap();
+    assert_eq!(
+        space.lookup(id.base()),
+        Err(LookupError::FreedPagemap { index: id.base() })
+    );
+    assert!(matches!(a.page(0), Err(LookupError::Unknown { .. })));
+}
+
+#[test]
+fn registration_errors() {
+    let ops = Recorder::default();
+    let meta = metadata(8);
+    assert_eq!(
+        DevicePagemap::new(0, Owner::new(1), &ops, &meta).err(),
+        Some(RegisterError::ZeroPages)
+    );
+    assert_eq!(
+        DevicePagemap::new(MAX_PAGEMAP_PAGES + 1, Owner::new(1), &ops, &meta).err(),
+        Some(RegisterError::TooManyPages {
+            pages: MAX_PAGEMAP_PAGES + 1,
+            max: MAX_PAGEMAP_PAGES
+        })
+    );
+    assert_eq!(
+        DevicePagemap::new(9, Owner::new(1), &ops, &meta).err(),
+        Some(RegisterError::MetadataTooSmall {
+            needed: 9,
+            given: 8
+        })
+    );
+    let words: Vec<DriverWord> = (0..4).map(|_| DriverWord::new(0)).collect();
+    assert_eq!(
+        DevicePagemap::new(8, Owner::new(1), &ops, &meta)
+            .unwrap()
+            .with_driver_words(&words)
+            .err(),
+        Some(RegisterError::DriverWordsTooSmall {
+            needed: 8,
+            given: 4
+        })
+    );
+
+    let pm = DevicePagemap::new(8, Owner::new(1), &ops, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    let other = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    assert_eq!(space.register(&pm), Err(RegisterError::AlreadyRegistered));
+    assert_eq!(other.register(&pm), Err(RegisterError::AlreadyRegistered));
+}
+
+#[test]
+fn space_full_after_256_pagemaps_and_slot_reuse_bumps_generation() {
+    let ops = Recorder::default();
+    let meta = metadata(SLOTS + 1);
+    let maps: Vec<DevicePagemap<'_>> = (0..=SLOTS)
+        .map(|i| DevicePagemap::new(1, Owner::new(i as u64), &ops, &meta[i..i + 1]).unwrap())
+        .collect();
+    let space = DevicePrivateSpace::new();
+    let ids: Vec<PagemapId> = maps[..SLOTS]
+        .iter()
+        .map(|m| space.register(m).unwrap())
+        .collect();
+    assert_eq!(space.register(&maps[SLOTS]), Err(RegisterError::SpaceFull));
+    space.unregister(ids[17]).unwrap();
+    let reused = space.register(&maps[SLOTS]).unwrap();
+    assert_eq!(reused.slot(), ids[17].slot());
+    assert_eq!(reused.generation(), ids[17].generation() + 1);
+    // The old id is stale: it neither names nor unregisters the new pagemap.
+    assert!(space.pagemap(ids[17]).is_none());
+    assert_eq!(
+        space.unregister(ids[17]).err(),
+        Some(UnregisterError::StaleId)
+    );
+    assert!(std::ptr::eq(space.pagemap(reused).unwrap(), &maps[SLOTS]));
+}
+
+#[test]
+fn unregister_refused_while_pages_are_allocated() {
+    let ops = Recorder::default();
+    let meta = metadata(512);
+    let pm = DevicePagemap::new(512, Owner::new(1), &ops, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    let id = space.register(&pm).unwrap();
+    let f = pm.alloc(PageSize::Size4KiB).unwrap();
+    assert_eq!(
+        space.unregister(id).err(),
+        Some(UnregisterError::PagesInUse { pages: 1 })
+    );
+    // Still registered and usable.
+    assert!(space.lookup(f.index()).is_ok());
+    f.put().unwrap();
+    space.unregister(id).unwrap();
+    assert_eq!(space.unregister(id).err(), Some(UnregisterError::StaleId));
+}
+
+#[test]
+fn alloc_errors() {
+    let ops = Recorder::default();
+    let meta = metadata(600);
+    let pm = DevicePagemap::new(600, Owner::new(1), &ops, &meta).unwrap();
+    assert_eq!(
+        pm.alloc(PageSize::Size4KiB).err(),
+        Some(AllocError::NotRegistered)
+    );
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    assert_eq!(
+        pm.alloc(PageSize::Size1GiB).err(),
+        Some(AllocError::UnsupportedSize(PageSize::Size1GiB))
+    );
+    let big = pm.alloc(PageSize::Size2MiB).unwrap();
+    assert_eq!(
+        pm.alloc(PageSize::Size2MiB).err(),
+        Some(AllocError::OutOfMemory)
+    );
+    // The 88-page tail still serves 4 KiB folios, then the pagemap is full.
+    let small: Vec<_> = (0..88)
+        .map(|_| pm.alloc(PageSize::Size4KiB).unwrap())
+        .collect();
+    assert_eq!(
+        pm.alloc(PageSize::Size4KiB).err(),
+        Some(AllocError::OutOfMemory)
+    );
+    assert_eq!(pm.free_pages(), 0);
+    big.put().unwrap();
+    for f in small {
+        f.put().unwrap();
+    }
+    assert_eq!(pm.free_pages(), 600);
+    assert_eq!(pm.whole_chunks(), 1);
+}
+
+#[test]
+fn injected_failures() {
+    let ops = Recorder::default();
+    let meta = metadata(2048);
+    let pm = DevicePagemap::new(2048, Owner::new(1), &ops, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    pm.inject_alloc_failures(PageSize::Size2MiB, AllocFailures::Next(2));
+    assert_eq!(
+        pm.alloc(PageSize::Size2MiB).err(),
+        Some(AllocError::Injected)
+    );
+    // 4 KiB allocations are not affected.
+    pm.alloc(PageSize::Size4KiB).unwrap().put().unwrap();
+    assert_eq!(
+        pm.alloc(PageSize::Size2MiB).err(),
+        Some(AllocError::Injected)
+    );
+    pm.alloc(PageSize::Size2MiB).unwrap().put().unwrap();
+    pm.inject_alloc_failures(PageSize::Size4KiB, AllocFailures::Always);
+    for _ in 0..3 {
+        assert_eq!(
+            pm.alloc(PageSize::Size4KiB).err(),
+            Some(AllocError::Injected)
+        );
+    }
+    pm.inject_alloc_failures(PageSize::Size4KiB, AllocFailures::Never);
+    pm.alloc(PageSize::Size4KiB).unwrap().put().unwrap();
+}
+
+#[test]
+fn references_and_folio_free() {
+    let ops = Recorder::default();
+    let meta = metadata(1024);
+    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    let f = pm.alloc(PageSize::Size4KiB).unwrap();
+    assert_eq!(f.refcount(), 1);
+    f.get().unwrap();
+    let g = space.lookup(f.index()).unwrap().try_get().unwrap();
+    assert_eq!(g, f);
+    assert_eq!(f.refcount(), 3);
+    f.put().unwrap();
+    f.put().unwrap();
+    assert!(ops.freed.lock().unwrap().is_empty());
+    f.put().unwrap();
+    assert_eq!(
+        *ops.freed.lock().unwrap(),
+        vec![(f.index().number(), PageSize::Size4KiB)]
+    );
+    assert_eq!(f.refcount(), 0);
+    // Bad input after the free.
+    assert_eq!(f.put(), Err(FolioError::DoublePut));
+    assert_eq!(f.get(), Err(FolioError::NotAllocated));
+    assert_eq!(f.head().try_get(), Err(FolioError::NotAllocated));
+    assert_eq!(f.trylock(), Err(FolioError::NotAllocated));
+    assert_eq!(f.unlock(), Err(FolioError::NotAllocated));
+    assert_eq!(f.set_reverse_map(None), Err(FolioError::NotAllocated));
+    // A never-allocated page is free too.
+    assert_eq!(
+        pm.page(1000).unwrap().try_get(),
+        Err(FolioError::NotAllocated)
+    );
+    assert_eq!(pm.allocated_pages(), 0);
+}
+
+#[test]
+fn locks() {
+    let ops = Recorder::default();
+    let meta = metadata(512);
+    let pm = DevicePagemap::new(512, Owner::new(1), &ops, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    let f = pm.alloc(PageSize::Size4KiB).unwrap();
+    assert_eq!(f.unlock(), Err(FolioError::NotLocked));
+    assert_eq!(f.trylock(), Ok(true));
+    assert!(f.is_locked());
+    assert_eq!(f.trylock(), Ok(false));
+    // The last reference of a locked folio cannot be put; it stays held.
+    assert_eq!(f.put(), Err(FolioError::FreeLocked));
+    assert_eq!(f.refcount(), 1);
+    f.unlock().unwrap();
+    assert_eq!(f.unlock(), Err(FolioError::NotLocked));
+    f.put().unwrap();
+}
+
+#[test]
+fn large_folio_tails_resolve_to_the_head() {
+    let ops = Recorder::default();
+    let meta = metadata(1024);
+    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    let f = pm.alloc(PageSize::Size2MiB).unwrap();
+    assert_eq!(f.pages(), 512);
+    assert_eq!(f.index().number() % 512, 0);
+    for i in [1, 100, 511] {
+        let page = space
+            .lookup(DeviceIndex::new(f.index().number() + i))
+            .unwrap();
+        assert_eq!(page.folio(), f);
+        let g = page.try_get().unwrap();
+        assert_eq!(g, f);
+    }
+    assert_eq!(f.refcount(), 4);
+    // A reference taken through a tail is put through the folio.
+    for _ in 0..3 {
+        f.put().unwrap();
+    }
+    f.put().unwrap();
+    assert_eq!(
+        *ops.freed.lock().unwrap(),
+        vec![(f.index().number(), PageSize::Size2MiB)]
+    );
+    assert_eq!(
+        space
+            .lookup(DeviceIndex::new(f.index().number() + 5))
+            .unwrap()
+            .try_get(),
+        Err(FolioError::NotAllocated)
+    );
+    assert_eq!(pm.whole_chunks(), 2);
+    // A handle of the wrong size is refused.
+    let small = pm.alloc(PageSize::Size4KiB).unwrap();
+    let wrong = pm.page(small.head().number()).unwrap().folio();
+    assert_eq!(wrong, small);
+    small.put().unwrap();
+}
+
+#[test]
+fn split_and_merge() {
+    let ops = Recorder::default();
+    let meta = metadata(512);
+    let pm = DevicePagemap::new(512, Owner::new(1), &ops, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    let f = pm.alloc(PageSize::Size2MiB).unwrap();
+    let rmap = ReverseMap::new(AddressSpaceId::new(3).unwrap(), 0x4000).unwrap();
+    f.set_reverse_map(Some(rmap)).unwrap();
+
+    assert_eq!(
+        f.first_after_split().split(),
+        Err(FolioError::SplitNotLarge)
+    );
+    assert_eq!(f.split(), Err(FolioError::SplitNotLocked));
+    assert!(f.trylock().unwrap());
+    f.get().unwrap();
+    assert_eq!(f.split(), Err(FolioError::SplitBusy { refs: 2 }));
+    f.put().unwrap();
+    f.split().unwrap();
+    assert_eq!(*ops.split.lock().unwrap(), vec![f.index().number()]);
+    assert_eq!(pm.allocated_pages(), 512);
+    assert_eq!(pm.whole_chunks(), 0);
+    for i in 0..512 {
+        let page = f.page(i).unwrap();
+        let g = page.folio();
+        assert_eq!(g.size(), PageSize::Size4KiB);
+        assert_eq!(g.head(), page);
+        assert_eq!(g.refcount(), 1);
+        assert!(g.is_locked());
+        assert_eq!(g.reverse_map(), rmap.offset(i));
+    }
+    // Free all but one: the chunk is not whole.
+    for i in 0..511 {
+        let g = f.page(i).unwrap().folio();
+        g.unlock().unwrap();
+        g.put().unwrap();
+    }
+    assert_eq!(pm.whole_chunks(), 0);
+    assert_eq!(
+        pm.alloc(PageSize::Size2MiB).err(),
+        Some(AllocError::OutOfMemory)
+    );
+    // 4 KiB allocations reuse the freed pages.
+    let again = pm.alloc(PageSize::Size4KiB).unwrap();
+    again.put().unwrap();
+    let last = f.page(511).unwrap().folio();
+    last.unlock().unwrap();
+    last.put().unwrap();
+    // All 512 free: whole again.
+    assert_eq!(pm.whole_chunks(), 1);
+    let whole = pm.alloc(PageSize::Size2MiB).unwrap();
+    assert_eq!(whole.index(), f.index());
+    assert_eq!(whole.reverse_map(), None);
+    whole.put().unwrap();
+}
+
+#[test]
+fn reverse_map_and_driver_words() {
+    let ops = Recorder::default();
+    let meta = metadata(16);
+    let words: Vec<DriverWord> = (0..16).map(|_| DriverWord::new(0)).collect();
+    let pm = DevicePagemap::new(16, Owner::new(1), &ops, &meta)
+        .unwrap()
+        .with_driver_words(&words)
+        .unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    let f = pm.alloc(PageSize::Size4KiB).unwrap();
+    assert_eq!(f.reverse_map(), None);
+    let r = ReverseMap::new(
+        AddressSpaceId::new(AddressSpaceId::MAX).unwrap(),
+        ReverseMap::MAX_VIRTUAL_PAGE,
+    )
+    .unwrap();
+    f.set_reverse_map(Some(r)).unwrap();
+    assert_eq!(f.reverse_map(), Some(r));
+    assert_eq!(r.offset(1), None);
+    f.head()
+        .driver_word()
+        .unwrap()
+        .store(0xabc, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        words[f.head().number() as usize].load(std::sync::atomic::Ordering::Relaxed),
+        0xabc
+    );
+    f.put().unwrap();
+
+    assert_eq!(
+        AddressSpaceId::new(AddressSpaceId::MAX + 1),
+        Err(ReverseMapError::AddressSpaceTooLarge {
+            id: AddressSpaceId::MAX + 1
+        })
+    );
+    assert_eq!(
+        ReverseMap::new(
+            AddressSpaceId::new(0).unwrap(),
+            ReverseMap::MAX_VIRTUAL_PAGE + 1
+        ),
+        Err(ReverseMapError::VirtualPageTooLarge {
+            virtual_page: ReverseMap::MAX_VIRTUAL_PAGE + 1
+        })
+    );
+    let meta2 = metadata(4);
+    let plain = DevicePagemap::new(4, Owner::new(2), &ops, &meta2).unwrap();
+    space.register(&plain).unwrap();
+    assert!(plain.page(0).unwrap().driver_word().is_none());
+}
+
+#[test]
+fn migrate_to_ram_reaches_the_driver() {
+    let ops = Recorder::default();
+    let meta = metadata(4);
+    let pm = DevicePagemap::new(4, Owner::from_ptr(&ops), &ops, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    let f = pm.alloc(PageSize::Size4KiB).unwrap();
+    let fault = CpuFault {
+        page: f.head(),
+        address_space: AddressSpaceId::new(1).unwrap(),
+        address: 0x7000,
+        write: false,
+    };
+    assert_eq!(pm.migrate_to_ram(&fault), Ok(()));
+    assert_eq!(
+        pm.migrate_to_ram(&CpuFault {
+            write: true,
+            ..fault
+        }),
+        Err(FaultError::BusError)
+    );
+    assert_eq!(ops.faults.lock().unwrap().len(), 2);
+    assert_eq!(pm.owner(), Owner::from_ptr(&ops));
+    f.put().unwrap();
+}
+
+#[test]
+fn a_static_space_works() {
+    static SPACE: DevicePrivateSpace<'static> = DevicePrivateSpace::new();
+    static OPS: Statics = Statics;
+    static META: [PageMeta; 8] = [const { PageMeta::new() }; 8];
+    struct Statics;
+    impl PagemapOps for Statics {
+        fn migrate_to_ram(&self, _: &CpuFault<'_>) -> Result<(), FaultError> {
+            Ok(())
+        }
+        fn folio_free(&self, _: Folio<'_>) {}
+    }
+    let pm: &'static DevicePagemap<'static> = Box::leak(Box::new(
+        DevicePagemap::new(8, Owner::new(1), &OPS, &META).unwrap(),
+    ));
+    let id = SPACE.register(pm).unwrap();
+    let f = pm.alloc(PageSize::Size4KiB).unwrap();
+    assert_eq!(SPACE.lookup(f.index()).unwrap(), f.head());
+    f.put().unwrap();
+    SPACE.unregister(id).unwrap();
+}
+
+#[test]
+fn raw_zeroed_metadata() {
+    let layout = std::alloc::Layout::array::<PageMeta>(4096).unwrap();
+    // SAFETY: non-zero size.
+    let raw = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<PageMeta>();
+    assert!(!raw.is_null());
+    // SAFETY: `raw` is a fresh, zeroed, aligned allocation of 4096 records that only this
+    // slice uses until it is freed below.
+    let meta = unsafe { PageMeta::slice_from_zeroed_raw(raw, 4096) };
+    let ops = Recorder::default();
+    {
+        let pm = DevicePagemap::new(4096, Owner::new(1), &ops, meta).unwrap();
+        let space = DevicePrivateSpace::new();
+        space.register(&pm).unwrap();
+        let f = pm.alloc(PageSize::Size2MiB).unwrap();
+        f.put().unwrap();
+    }
+    // SAFETY: allocated above with this layout; the slice is no longer used.
+    unsafe { std::alloc::dealloc(raw.cast(), layout) };
+}
+
+#[cfg(feature = "alloc")]
+#[test]
+fn allocated_zeroed_metadata() {
+    let storage = MetadataStorage::new_zeroed(1 << 20).unwrap();
+    let ops = Recorder::default();
+    let pm = DevicePagemap::new(1 << 20, Owner::new(1), &ops, &storage).unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    pm.alloc(PageSize::Size2MiB).unwrap().put().unwrap();
+}
