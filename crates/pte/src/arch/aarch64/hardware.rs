@@ -68,7 +68,7 @@ impl Shareability {
     }
 }
 
-/// A page descriptor (level 1, Arm level 3; bits[1:0] = 0b11).
+/// A page descriptor (level 1, Arm level 3; bits `[1:0]` = 0b11).
 #[bitfield(u64)]
 #[derive(PartialEq, Eq, Hash)]
 pub struct PageDescriptor {
@@ -81,9 +81,9 @@ pub struct PageDescriptor {
     pub attr_indx: u8,
     /// NS (5): non-secure output address (secure state only).
     pub ns: bool,
-    /// AP[1] (6): EL0 may access.
+    /// AP`[1]` (6): EL0 may access.
     pub el0_access: bool,
-    /// AP[2] (7): read-only.
+    /// AP`[2]` (7): read-only.
     pub read_only: bool,
     /// SH (8..9): shareability.
     #[bits(2)]
@@ -116,7 +116,7 @@ pub struct PageDescriptor {
     pub ignored_high: u8,
 }
 
-/// A block descriptor (levels 2 and 3, Arm levels 2 and 1; bits[1:0] = 0b01). The output
+/// A block descriptor (levels 2 and 3, Arm levels 2 and 1; bits `[1:0]` = 0b01). The output
 /// address bits below the block size (12..20 for 2 MiB, 12..29 for 1 GiB) are RES0.
 #[bitfield(u64)]
 #[derive(PartialEq, Eq, Hash)]
@@ -130,9 +130,9 @@ pub struct BlockDescriptor {
     pub attr_indx: u8,
     /// NS (5): non-secure output address (secure state only).
     pub ns: bool,
-    /// AP[1] (6): EL0 may access.
+    /// AP`[1]` (6): EL0 may access.
     pub el0_access: bool,
-    /// AP[2] (7): read-only.
+    /// AP`[2]` (7): read-only.
     pub read_only: bool,
     /// SH (8..9): shareability.
     #[bits(2)]
@@ -165,7 +165,7 @@ pub struct BlockDescriptor {
     pub ignored_high: u8,
 }
 
-/// A table descriptor (levels 2..4, Arm levels 2..0; bits[1:0] = 0b11).
+/// A table descriptor (levels 2..4, Arm levels 2..0; bits `[1:0]` = 0b11).
 #[bitfield(u64)]
 #[derive(PartialEq, Eq, Hash)]
 pub struct TableDescriptor {
@@ -196,9 +196,9 @@ pub struct TableDescriptor {
     pub pxn_table: bool,
     /// UXNTable (60): no unprivileged execution below.
     pub uxn_table: bool,
-    /// APTable[0] (61): no EL0 access below.
+    /// APTable`[0]` (61): no EL0 access below.
     pub no_el0_table: bool,
-    /// APTable[1] (62): no writes below.
+    /// APTable`[1]` (62): no writes below.
     pub read_only_table: bool,
     /// NSTable (63): the levels below are non-secure.
     pub ns_table: bool,
@@ -211,10 +211,10 @@ pub struct TableDescriptor {
 /// normal write-back memory (AttrIndx 1), inner shareable, read-only, EL1-only,
 /// PXN and UXN set, not global, AF clear.
 ///
-/// Mapping to [`PageProperty`]: `writable` = AP[2] clear; `user` = AP[1];
+/// Mapping to [`PageProperty`]: `writable` = AP`[2]` clear; `user` = AP`[1]`;
 /// `executable` = !UXN for a user page and !PXN for a kernel page (the other XN bit is
 /// set by [`LeafAttributes::from_property`]: user pages are never privileged-executable);
-/// `global` = nG clear; `accessed` = AF; `dirty` = DBM set and AP[2] clear (hardware
+/// `global` = nG clear; `accessed` = AF; `dirty` = DBM set and AP`[2]` clear (hardware
 /// dirty-state semantics: a writable-dirty page). A dirty read-only page therefore has
 /// no encoding: `from_property` drops `dirty` when `writable` is false.
 /// Memory types follow [`MAIR_VALUE`]; AttrIndx 4..7 (0x00 there) read as
@@ -229,9 +229,9 @@ pub struct PageAttributes {
     pub attr_indx: u8,
     /// NS (5).
     pub ns: bool,
-    /// AP[1] (6): EL0 may access.
+    /// AP`[1]` (6): EL0 may access.
     pub el0_access: bool,
-    /// AP[2] (7): read-only.
+    /// AP`[2]` (7): read-only.
     #[bits(default = true)]
     pub read_only: bool,
     /// SH (8..9): shareability.
@@ -351,9 +351,9 @@ pub struct TableAttributes {
     pub pxn_table: bool,
     /// UXNTable (60): no unprivileged execution below.
     pub uxn_table: bool,
-    /// APTable[0] (61): no EL0 access below.
+    /// APTable`[0]` (61): no EL0 access below.
     pub no_el0_table: bool,
-    /// APTable[1] (62): no writes below.
+    /// APTable`[1]` (62): no writes below.
     pub read_only_table: bool,
     /// NSTable (63): the levels below are non-secure.
     pub ns_table: bool,

@@ -1,7 +1,7 @@
 //! The aarch64 entry format: VMSAv8-64 stage 1, 4 KiB granule, 48-bit virtual and
 //! output addresses (four levels).
 //!
-//! | level | Arm level | bits[1:0] = 0b11 | bits[1:0] = 0b01 | 0b00 / 0b10          |
+//! | level | Arm level | bits `[1:0]` = 0b11 | bits `[1:0]` = 0b01 | 0b00 / 0b10          |
 //! |-------|-----------|------------------|------------------|----------------------|
 //! | 4     | 0         | table            | invalid          | absent               |
 //! | 3     | 1         | table            | 1 GiB block      | absent               |

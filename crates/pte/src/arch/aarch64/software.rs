@@ -7,7 +7,7 @@
 //! +-----+---------------------------------------+--+---------+-----+--+--+-----+
 //! ```
 //!
-//! - bits[1:0] are 0: the descriptor is invalid to the MMU.
+//! - bits `[1:0]` are 0: the descriptor is invalid to the MMU.
 //! - EX (bit 2) anon-exclusive, UW (bit 3) userfaultfd write-protect. arm64 has no
 //!   soft-dirty bit: encoding one is [`EncodeError::UnsupportedAttribute`].
 //! - PI (bit 11) is `PTE_PRESENT_INVALID` (the nG position): set, it marks a
