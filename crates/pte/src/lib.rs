@@ -8,6 +8,29 @@
 //!
 //! Every encoding of both architectures is plain arithmetic, compiled and tested on any
 //! host. The crate is `no_std` and allocates nothing.
+//!
+//! - [`arch::x86_64::X86_64`] and [`arch::aarch64::Aarch64`] implement [`PteFormat`];
+//!   their modules also export the raw bitfield layouts and the register values
+//!   (`PAT_MSR_VALUE`, `MAIR_VALUE`) the memory types assume.
+//! - Every encode and decode takes the [`Level`] (1 = 4 KiB ... 5 = x86_64 LA57 root).
+//! - Decoding is total (any `u64`, any level: an [`Entry`] or a [`DecodeError`]);
+//!   encoding never truncates (an [`EncodeError`] instead).
+//! - The bit layouts and the Linux names are in `docs/pte-layout.md`.
+//!
+//! ```
+//! use devpriv_pte::arch::x86_64::X86_64;
+//! use devpriv_pte::{DeviceAccess, DeviceIndex, Entry, Level, PteFormat, SoftwareEntry, SoftwareKind};
+//!
+//! // A writable device-private page at device index 0x1234, as Linux would write it.
+//! let entry = Entry::<X86_64>::Software(SoftwareEntry::new(SoftwareKind::DevicePrivate {
+//!     access: DeviceAccess::Write,
+//!     index: DeviceIndex::new(0x1234),
+//! }));
+//! let raw = X86_64::encode(&entry, Level::L1).unwrap();
+//! assert_eq!(raw, 0xe7ff_ffff_ffdb_9600);
+//! assert!(!X86_64::is_valid(raw, Level::L1));
+//! assert_eq!(X86_64::decode(raw, Level::L1), Ok(entry));
+//! ```
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
