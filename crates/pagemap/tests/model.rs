@@ -1,0 +1,322 @@
+//! Random alloc / free / split / get / try_get / put / lock sequences against a model:
+//! no page is lost, none is handed out twice, and every count matches.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use devpriv_pagemap::*;
+use devpriv_pte::{DeviceIndex, PageSize};
+use proptest::prelude::*;
+
+/// Three full 2 MiB chunks and a 37-page tail that only serves 4 KiB folios.
+const FULL_CHUNKS: u64 = 3;
+const PAGES: u64 = FULL_CHUNKS * 512 + 37;
+
+#[derive(Default)]
+struct Recorder {
+    freed: Mutex<Vec<(u64, PageSize)>>,
+}
+
+impl PagemapOps for Recorder {
+    fn migrate_to_ram(&self, _: &CpuFault<'_>) -> Result<(), FaultError> {
+        Ok(())
+    }
+    fn folio_free(&self, folio: Folio<'_>) {
+        self.freed
+            .lock()
+            .unwrap()
+            .push((folio.head().number(), folio.size()));
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc { large: bool },
+    Put(usize),
+    Get(usize),
+    TryGet(u64),
+    Lock(usize),
+    Unlock(usize),
+    Split(usize),
+    FailNext { large: bool, n: u32 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => any::<bool>().prop_map(|large| Op::Alloc { large }),
+        4 => any::<usize>().prop_map(Op::Put),
+        1 => any::<usize>().prop_map(Op::Get),
+        2 => (0..PAGES).prop_map(Op::TryGet),
+        1 => any::<usize>().prop_map(Op::Lock),
+        1 => any::<usize>().prop_map(Op::Unlock),
+        1 => any::<usize>().prop_map(Op::Split),
+        1 => (any::<bool>(), 0u32..3).prop_map(|(large, n)| Op::FailNext { large, n }),
+    ]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct ModelFolio {
+    large: bool,
+    refs: u64,
+    locked: bool,
+}
+
+#[derive(Default)]
+struct Model {
+    /// Allocated folios by head page number.
+    folios: BTreeMap<u64, ModelFolio>,
+    /// References the test holds, by head page number (one entry per reference).
+    held: Vec<u64>,
+    fail_small: u32,
+    fail_large: u32,
+}
+
+impl Model {
+    /// The head of the folio holding page `p`, if allocated.
+    fn owner(&self, p: u64) -> Option<u64> {
+        let (&head, f) = self.folios.range(..=p).next_back()?;
+        let pages = if f.large { 512 } else { 1 };
+        (p < head + pages).then_some(head)
+    }
+    fn allocated_pages(&self) -> u64 {
+        self.folios
+            .values()
+            .map(|f| if f.large { 512 } else { 1 })
+            .sum()
+    }
+    fn chunk_free(&self, c: u64) -> bool {
+        (c * 512..(c + 1) * 512).all(|p| self.owner(p).is_none())
+    }
+    fn whole_chunks(&self) -> u64 {
+        (0..FULL_CHUNKS).filter(|&c| self.chunk_free(c)).count() as u64
+    }
+}
+
+fn check(pm: &DevicePagemap<'_>, model: &Model) {
+    assert_eq!(pm.allocated_pages(), model.allocated_pages());
+    assert_eq!(pm.free_pages(), PAGES - model.allocated_pages());
+    assert_eq!(pm.whole_chunks(), model.whole_chunks());
+    for (&head, f) in &model.folios {
+        let folio = pm.page(head).unwrap().folio();
+        assert_eq!(folio.head().number(), head);
+        assert_eq!(folio.size() == PageSize::Size2MiB, f.large);
+        assert_eq!(folio.refcount(), f.refs);
+        assert_eq!(folio.is_locked(), f.locked);
+    }
+}
+
+fn run(ops: Vec<Op>) {
+    let ops_impl = Recorder::default();
+    let meta: Vec<PageMeta> = (0..PAGES).map(|_| PageMeta::new()).collect();
+    let pm = DevicePagemap::new(PAGES, Owner::new(1), &ops_impl, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    let id = space.register(&pm).unwrap();
+    let mut model = Model::default();
+    let folio_of = |head: u64, model: &Model| {
+        let large = model.folios[&head].large;
+        let f = pm.page(head).unwrap().folio();
+        assert_eq!(f.size() == PageSize::Size2MiB, large);
+        f
+    };
+
+    for op in ops {
+        match op {
+            Op::Alloc { large } => {
+                let size = if large { PageSize::Size2MiB } else { PageSize::Size4KiB };
+                let counter = if large { &mut model.fail_large } else { &mut model.fail_small };
+                let result = pm.alloc(size);
+                if *counter > 0 {
+                    *counter -= 1;
+                    assert_eq!(result.err(), Some(AllocError::Injected));
+                    continue;
+                }
+                let possible = if large {
+                    model.whole_chunks() > 0
+                } else {
+                    model.allocated_pages() < PAGES
+                };
+                match result {
+                    Ok(f) => {
+                        assert!(possible);
+                        let head = f.head().number();
+                        assert_eq!(f.index(), DeviceIndex::new(id.base().number() + head));
+                        if large {
+                            assert_eq!(head % 512, 0);
+                            assert!(head < FULL_CHUNKS * 512);
+                            assert!(model.chunk_free(head / 512), "handed out twice");
+                        } else {
+                            assert!(model.owner(head).is_none(), "handed out twice");
+                        }
+                        assert_eq!(f.refcount(), 1);
+                        model.folios.insert(
+                            head,
+                            ModelFolio {
+                                large,
+                                refs: 1,
+                                locked: false,
+                            },
+                        );
+                        model.held.push(head);
+                    }
+                    Err(e) => {
+                        assert_eq!(e, AllocError::OutOfMemory);
+                        assert!(!possible, "a page was lost");
+                    }
+                }
+            }
+            Op::Put(k) if !model.held.is_empty() => {
+                let k = k % model.held.len();
+                let head = model.held[k];
+                let f = folio_of(head, &model);
+                let mf = model.folios.get_mut(&head).unwrap();
+                if mf.refs == 1 && mf.locked {
+                    assert_eq!(f.put(), Err(FolioError::FreeLocked));
+                    continue;
+                }
+                let freed_before = ops_impl.freed.lock().unwrap().len();
+                f.put().unwrap();
+                model.held.swap_remove(k);
+                mf.refs -= 1;
+                let freed = ops_impl.freed.lock().unwrap().clone();
+                if mf.refs == 0 {
+                    assert_eq!(freed.len(), freed_before + 1);
+                    assert_eq!(freed.last().unwrap().0, head);
+                    model.folios.remove(&head);
+                    assert_eq!(f.put(), Err(FolioError::DoublePut));
+                } else {
+                    assert_eq!(freed.len(), freed_before);
+                }
+            }
+            Op::Get(k) if !model.held.is_empty() => {
+                let head = model.held[k % model.held.len()];
+                folio_of(head, &model).get().unwrap();
+                model.folios.get_mut(&head).unwrap().refs += 1;
+                model.held.push(head);
+            }
+            Op::TryGet(p) => {
+                let page = space
+                    .lookup(DeviceIndex::new(id.base().number() + p))
+                    .unwrap();
+                match model.owner(p) {
+                    Some(head) => {
+                        let f = page.try_get().unwrap();
+                        assert_eq!(f.head().number(), head);
+                        model.folios.get_mut(&head).unwrap().refs += 1;
+                        model.held.push(head);
+                    }
+                    None => assert_eq!(page.try_get(), Err(FolioError::NotAllocated)),
+                }
+            }
+            Op::Lock(k) if !model.held.is_empty() => {
+                let head = model.held[k % model.held.len()];
+                let f = folio_of(head, &model);
+                let mf = model.folios.get_mut(&head).unwrap();
+                assert_eq!(f.trylock(), Ok(!mf.locked));
+                mf.locked = true;
+            }
+            Op::Unlock(k) if !model.held.is_empty() => {
+                let head = model.held[k % model.held.len()];
+                let f = folio_of(head, &model);
+                let mf = model.folios.get_mut(&head).unwrap();
+                if mf.locked {
+                    f.unlock().unwrap();
+                    mf.locked = false;
+                } else {
+                    assert_eq!(f.unlock(), Err(FolioError::NotLocked));
+                }
+            }
+            Op::Split(k) if !model.held.is_empty() => {
+                let head = model.held[k % model.held.len()];
+                let f = folio_of(head, &model);
+                let mf = model.folios[&head];
+                let expected = if !mf.large {
+                    Err(FolioError::SplitNotLarge)
+                } else if !mf.locked {
+                    Err(FolioError::SplitNotLocked)
+                } else if mf.refs != 1 {
+                    Err(FolioError::SplitBusy { refs: mf.refs })
+                } else {
+                    Ok(())
+                };
+                assert_eq!(f.split(), expected);
+                if expected.is_ok() {
+                    for p in head..head + 512 {
+                        model.folios.insert(
+                            p,
+                            ModelFolio {
+                                large: false,
+                                refs: 1,
+                                locked: true,
+                            },
+                        );
+                        if p != head {
+                            model.held.push(p);
+                        }
+                    }
+                }
+            }
+            Op::FailNext { large, n } => {
+                let size = if large { PageSize::Size2MiB } else { PageSize::Size4KiB };
+                pm.inject_alloc_failures(size, AllocFailures::Next(n));
+                *(if large { &mut model.fail_large } else { &mut model.fail_small }) = n;
+            }
+            _ => {}
+        }
+        check(&pm, &model);
+    }
+
+    // Release everything: the pagemap is whole again and nothing was lost.
+    pm.inject_alloc_failures(PageSize::Size4KiB, AllocFailures::Never);
+    pm.inject_alloc_failures(PageSize::Size2MiB, AllocFailures::Never);
+    for head in std::mem::take(&mut model.held) {
+        let f = folio_of(head, &model);
+        let mf = model.folios.get_mut(&head).unwrap();
+        if mf.locked {
+            f.unlock().unwrap();
+            mf.locked = false;
+        }
+        f.put().unwrap();
+        mf.refs -= 1;
+        if mf.refs == 0 {
+            model.folios.remove(&head);
+        }
+    }
+    check(&pm, &model);
+    assert_eq!(pm.allocated_pages(), 0);
+    assert_eq!(pm.whole_chunks(), FULL_CHUNKS);
+    let large: Vec<_> = (0..FULL_CHUNKS)
+        .map(|_| pm.alloc(PageSize::Size2MiB).unwrap())
+        .collect();
+    let small: Vec<_> = (0..37).map(|_| pm.alloc(PageSize::Size4KiB).unwrap()).collect();
+    assert_eq!(pm.alloc(PageSize::Size4KiB).err(), Some(AllocError::OutOfMemory));
+    for f in large.into_iter().chain(small) {
+        f.put().unwrap();
+    }
+    space.unregister(id).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn allocator_matches_model(ops in proptest::collection::vec(op(), 1..200)) {
+        run(ops);
+    }
+}
+
+/// A deterministic long run that fills and drains the pagemap many times over.
+#[test]
+fn fill_and_drain() {
+    let mut ops = Vec::new();
+    for round in 0..6 {
+        for i in 0..600 {
+            ops.push(Op::Alloc {
+                large: (i + round) % 7 == 0,
+            });
+        }
+        for i in 0..700 {
+            ops.push(Op::Put(i * 31 + round));
+        }
+    }
+    run(ops);
+}
