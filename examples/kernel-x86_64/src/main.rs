@@ -1,4 +1,10 @@
 //! The devpriv example kernel for x86_64, booted by PVH.
+//!
+//! `boot.rs` takes the CPU from the PVH entry (32-bit protected mode) to 64-bit Rust;
+//! `traps.rs` installs the exception entry; `mmu.rs` builds the kernel's own page table
+//! with devpriv and switches to it; `fault.rs` turns page faults into calls to the
+//! demo's fault handler. Everything else is the architecture-neutral demo in
+//! `examples/demo`.
 #![no_std]
 #![no_main]
 #![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
@@ -6,13 +12,24 @@
 mod boot;
 mod exit;
 mod fault;
+mod mmu;
+mod platform;
 mod serial;
 mod traps;
 
 use core::fmt::Write;
 use core::panic::PanicInfo;
 
+use devpriv_demo::{BumpFrames, Demo, DeviceMemory, DeviceResolver, TryCell};
+
+use platform::X86Platform;
 use serial::Serial;
+
+/// The demo state, shared between `kernel_main` and the page-fault handler.
+type KernelDemo = Demo<X86Platform, BumpFrames, DeviceResolver<'static>>;
+
+/// The demo state the page-fault handler borrows.
+static DEMO: TryCell<KernelDemo> = TryCell::new();
 
 /// The Rust entry point, called by the boot trampoline in 64-bit mode on the boot
 /// page table, with the physical address of the PVH start-info block.
@@ -20,15 +37,26 @@ use serial::Serial;
 extern "C" fn kernel_main(start_info: u64) -> ! {
     Serial::init();
     // SAFETY: the loader passes the start-info block's physical address, identity
-    // mapped by the boot page table.
-    let info = unsafe { *(start_info as *const boot::HvmStartInfo) };
+    // mapped by the boot page table; it is read once, before the switch to our table.
+    let info = unsafe { (start_info as *const boot::HvmStartInfo).read() };
     let _ = writeln!(
         Serial,
-        "devpriv-kernel x86_64: PVH start info at {start_info:#x}, magic {:#x}",
-        info.magic
+        "devpriv-kernel x86_64: booted by PVH, start info at {start_info:#x} (magic {:#x}{})",
+        info.magic,
+        if info.magic == boot::HVM_START_MAGIC { ", valid" } else { ", INVALID" }
     );
     traps::init();
-    exit::exit(true)
+    let _ = writeln!(Serial, "traps: IDT loaded, 32 exception vectors");
+    let mut frames = mmu::frame_pool();
+    let tables = mmu::init(&mut frames);
+    let mut device = DeviceMemory::new(mmu::device_memory());
+    device.fill_pattern();
+    let demo = Demo::new(X86Platform, tables, frames, DeviceResolver::new(device));
+    if DEMO.set(demo).is_err() {
+        exit::exit(false);
+    }
+    let passed = devpriv_demo::scenario::run(&DEMO);
+    exit::exit(passed)
 }
 
 #[panic_handler]

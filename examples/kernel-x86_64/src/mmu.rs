@@ -1,0 +1,113 @@
+//! The kernel's own page table, built with devpriv, and the switch to it.
+//!
+//! The boot trampoline identity-mapped the first 1 GiB with 2 MiB pages, all writable
+//! and executable. Here the kernel allocates a fresh root from its frame pool and maps
+//! its image with devpriv-pte entries and the right permissions — text read-only and
+//! executable, rodata read-only and no-execute, data and bss writable and no-execute,
+//! with 2 MiB blocks where the image is 2 MiB aligned (the frame pool) and 4 KiB pages
+//! elsewhere — then programs the control registers the entry format assumes and loads
+//! CR3.
+
+use core::fmt::Write;
+
+use devpriv_demo::device::DevicePage;
+use devpriv_demo::layout::DEVICE_PAGES;
+use devpriv_demo::scenario::kernel_attrs;
+use devpriv_demo::{BumpFrames, FrameSource, LiveTables};
+use devpriv_pte::arch::x86_64::{PAT_MSR_VALUE, X86_64};
+use devpriv_pte::{Level, PageSize};
+use x86_64::PhysAddr;
+use x86_64::registers::control::{Cr0, Cr0Flags, Cr3, Cr3Flags, Cr4, Cr4Flags};
+use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
+use x86_64::structures::paging::PhysFrame;
+
+use crate::serial::Serial;
+
+/// The IA32_PAT MSR.
+const IA32_PAT: u32 = 0x277;
+
+/// Bytes of RAM set aside for page tables and for pages the demo maps.
+const FRAME_POOL_BYTES: usize = 12 << 20;
+
+/// The frame pool, 2 MiB aligned so 2 MiB blocks can come from it.
+#[repr(C, align(0x200000))]
+struct FramePool([u8; FRAME_POOL_BYTES]);
+
+static mut FRAME_POOL: FramePool = FramePool([0; FRAME_POOL_BYTES]);
+static mut DEVICE_MEMORY: [DevicePage; DEVICE_PAGES] = [DevicePage::ZERO; DEVICE_PAGES];
+
+unsafe extern "C" {
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __data_start: u8;
+    static __kernel_end: u8;
+}
+
+/// The frame allocator over the frame pool. Call once.
+pub fn frame_pool() -> BumpFrames {
+    let start = &raw mut FRAME_POOL as u64;
+    // SAFETY: the pool is a static used for nothing else, identity mapped (offset 0)
+    // by the boot table and by the table `init` builds; `frame_pool` runs once.
+    unsafe { BumpFrames::new(start, start + FRAME_POOL_BYTES as u64) }
+}
+
+/// The demo's device memory. Call once.
+pub fn device_memory() -> &'static mut [DevicePage] {
+    // SAFETY: called once, so this is the only reference to the static.
+    unsafe { &mut *(&raw mut DEVICE_MEMORY) }
+}
+
+/// Builds the kernel's page table, programs PAT, CR4, EFER and CR0, and loads CR3.
+pub fn init(frames: &mut BumpFrames) -> LiveTables<X86_64> {
+    let root = frames
+        .allocate(PageSize::Size4KiB)
+        .expect("the frame pool has room for the root table");
+    // SAFETY: the root frame is fresh from the pool; identity mapped.
+    unsafe { core::ptr::write_bytes(root.phys_addr() as *mut u8, 0, 4096) };
+    // SAFETY: the root and every table frame come from the identity-mapped pool (offset
+    // 0) and are only changed through `LiveTables` and by the MMU.
+    let tables = unsafe { LiveTables::<X86_64>::new(root, Level::L4, 0) };
+
+    let sections = [
+        ("text", &raw const __text_start, &raw const __text_end, false, true),
+        ("rodata", &raw const __rodata_start, &raw const __rodata_end, false, false),
+        ("data+bss", &raw const __data_start, &raw const __kernel_end, true, false),
+    ];
+    for (name, start, end, writable, executable) in sections {
+        let (start, end) = (start as u64, (end as u64 + 0xfff) & !0xfff);
+        let attrs = kernel_attrs::<X86_64>(writable, executable, true, writable);
+        let (pages, blocks) = tables
+            .map_range(start, start, end - start, attrs, frames)
+            .expect("mapping the kernel image");
+        let _ = writeln!(
+            Serial,
+            "mmu: {name:<8} {start:#010x}..{end:#010x} {}{} -> {pages} 4 KiB pages, {blocks} 2 MiB blocks",
+            if writable { "RW" } else { "R-" },
+            if executable { "X" } else { "-" },
+        );
+    }
+
+    // SAFETY: PAT_MSR_VALUE keeps index 0 write-back (as at reset), so the memory in use
+    // keeps its type; the other indices are what devpriv-pte's memory types assume.
+    unsafe { Msr::new(IA32_PAT).write(PAT_MSR_VALUE) };
+    // SAFETY: enabling global pages, no-execute and supervisor write protection changes
+    // no translation the running code depends on: the new table maps it with the same
+    // addresses and with permissions that allow what it does.
+    unsafe {
+        Cr4::update(|f| f.insert(Cr4Flags::PHYSICAL_ADDRESS_EXTENSION | Cr4Flags::PAGE_GLOBAL));
+        Efer::update(|f| f.insert(EferFlags::NO_EXECUTE_ENABLE));
+        Cr0::update(|f| f.insert(Cr0Flags::WRITE_PROTECT));
+    }
+    let frame = PhysFrame::containing_address(PhysAddr::new(root.phys_addr()));
+    // SAFETY: the new table identity-maps the whole image — this code, its stack, the
+    // IDT, the GDT and the frame pool — at the addresses in use now.
+    unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+    let _ = writeln!(
+        Serial,
+        "mmu: PAT={PAT_MSR_VALUE:#018x} CR4.PAE|PGE EFER.LME|NXE CR0.WP; CR3={:#x} (devpriv tables)",
+        root.phys_addr()
+    );
+    tables
+}
