@@ -122,8 +122,16 @@ fn run(ops: Vec<Op>) {
     for op in ops {
         match op {
             Op::Alloc { large } => {
-                let size = if large { PageSize::Size2MiB } else { PageSize::Size4KiB };
-                let counter = if large { &mut model.fail_large } else { &mut model.fail_small };
+                let size = if large {
+                    PageSize::Size2MiB
+                } else {
+                    PageSize::Size4KiB
+                };
+                let counter = if large {
+                    &mut model.fail_large
+                } else {
+                    &mut model.fail_small
+                };
                 let result = pm.alloc(size);
                 if *counter > 0 {
                     *counter -= 1;
@@ -256,9 +264,17 @@ fn run(ops: Vec<Op>) {
                 }
             }
             Op::FailNext { large, n } => {
-                let size = if large { PageSize::Size2MiB } else { PageSize::Size4KiB };
+                let size = if large {
+                    PageSize::Size2MiB
+                } else {
+                    PageSize::Size4KiB
+                };
                 pm.inject_alloc_failures(size, AllocFailures::Next(n));
-                *(if large { &mut model.fail_large } else { &mut model.fail_small }) = n;
+                *(if large {
+                    &mut model.fail_large
+                } else {
+                    &mut model.fail_small
+                }) = n;
             }
             _ => {}
         }
@@ -287,8 +303,13 @@ fn run(ops: Vec<Op>) {
     let large: Vec<_> = (0..FULL_CHUNKS)
         .map(|_| pm.alloc(PageSize::Size2MiB).unwrap())
         .collect();
-    let small: Vec<_> = (0..37).map(|_| pm.alloc(PageSize::Size4KiB).unwrap()).collect();
-    assert_eq!(pm.alloc(PageSize::Size4KiB).err(), Some(AllocError::OutOfMemory));
+    let small: Vec<_> = (0..37)
+        .map(|_| pm.alloc(PageSize::Size4KiB).unwrap())
+        .collect();
+    assert_eq!(
+        pm.alloc(PageSize::Size4KiB).err(),
+        Some(AllocError::OutOfMemory)
+    );
     for f in large.into_iter().chain(small) {
         f.put().unwrap();
     }

@@ -1,0 +1,194 @@
+#![cfg(loom)]
+//! Loom models of the reference-count, lock and free-list races.
+//!
+//! Run with `RUSTFLAGS="--cfg loom" cargo test -p devpriv-pagemap --release --test loom`.
+
+use devpriv_pagemap::*;
+use devpriv_pte::PageSize;
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::thread;
+
+/// A driver that counts `folio_free` calls.
+struct Counter(AtomicUsize);
+
+impl PagemapOps for Counter {
+    fn migrate_to_ram(&self, _: &CpuFault<'_>) -> Result<(), FaultError> {
+        Ok(())
+    }
+    fn folio_free(&self, _: Folio<'_>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A registered pagemap of `pages` pages, leaked so that loom threads can share it.
+struct Fixture {
+    ops: &'static Counter,
+    pagemap: &'static DevicePagemap<'static>,
+}
+
+fn fixture(pages: u64) -> Fixture {
+    let ops: &'static Counter = Box::leak(Box::new(Counter(AtomicUsize::new(0))));
+    let meta: &'static [PageMeta] = Box::leak((0..pages).map(|_| PageMeta::new()).collect());
+    let pagemap: &'static DevicePagemap<'static> = Box::leak(Box::new(
+        DevicePagemap::new(pages, Owner::new(1), ops, meta).unwrap(),
+    ));
+    let space: &'static DevicePrivateSpace<'static> =
+        Box::leak(Box::new(DevicePrivateSpace::new()));
+    space.register(pagemap).unwrap();
+    Fixture { ops, pagemap }
+}
+
+impl Fixture {
+    fn freed(&self) -> usize {
+        self.ops.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Two threads put the last two references: exactly one frees the folio, once.
+#[test]
+fn two_threads_put_the_last_references() {
+    loom::model(|| {
+        let fx = fixture(2);
+        let f = fx.pagemap.alloc(PageSize::Size4KiB).unwrap();
+        f.get().unwrap();
+        let t = thread::spawn(move || f.put().unwrap());
+        f.put().unwrap();
+        t.join().unwrap();
+        assert_eq!(fx.freed(), 1);
+        assert_eq!(fx.pagemap.allocated_pages(), 0);
+        assert_eq!(f.put(), Err(FolioError::DoublePut));
+    });
+}
+
+/// A put of the last reference races a try_get: either the try_get fails and the folio
+/// is freed by the put, or it wins and the folio lives until its reference is put.
+#[test]
+fn put_races_try_get() {
+    loom::model(|| {
+        let fx = fixture(2);
+        let f = fx.pagemap.alloc(PageSize::Size4KiB).unwrap();
+        let page = f.head();
+        let t = thread::spawn(move || match page.try_get() {
+            Ok(g) => {
+                assert_eq!(g, f);
+                g.put().unwrap();
+                true
+            }
+            Err(e) => {
+                assert_eq!(e, FolioError::NotAllocated);
+                false
+            }
+        });
+        f.put().unwrap();
+        t.join().unwrap();
+        assert_eq!(fx.freed(), 1);
+        assert_eq!(fx.pagemap.allocated_pages(), 0);
+        assert_eq!(fx.pagemap.free_pages(), 2);
+    });
+}
+
+/// One thread locks the folio and drops its reference while locked; the other puts the
+/// last reference, which is refused while the lock is held and succeeds after.
+#[test]
+fn lock_races_free() {
+    loom::model(|| {
+        let fx = fixture(1);
+        let f = fx.pagemap.alloc(PageSize::Size4KiB).unwrap();
+        f.get().unwrap();
+        let t = thread::spawn(move || {
+            if f.trylock().unwrap() {
+                // Holding the lock, it is not the last reference... unless the other
+                // thread's put already went through, in which case this put must fail.
+                match f.put() {
+                    Ok(()) => f.unlock().unwrap(),
+                    Err(FolioError::FreeLocked) => {
+                        f.unlock().unwrap();
+                        f.put().unwrap();
+                    }
+                    Err(e) => panic!("{e:?}"),
+                }
+            } else {
+                unreachable!("no one else locks");
+            }
+        });
+        loop {
+            match f.put() {
+                Ok(()) => break,
+                Err(FolioError::FreeLocked) => thread::yield_now(),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        t.join().unwrap();
+        assert_eq!(fx.freed(), 1);
+        assert_eq!(fx.pagemap.allocated_pages(), 0);
+    });
+}
+
+/// Two threads allocate and free concurrently: distinct pages, nothing lost.
+#[test]
+fn concurrent_alloc_and_free() {
+    loom::model(|| {
+        let fx = fixture(3);
+        let pm = fx.pagemap;
+        let t = thread::spawn(move || pm.alloc(PageSize::Size4KiB).unwrap());
+        let f = pm.alloc(PageSize::Size4KiB).unwrap();
+        f.put().unwrap();
+        let g = pm.alloc(PageSize::Size4KiB).unwrap();
+        let theirs = t.join().unwrap();
+        assert_ne!(theirs.head(), g.head());
+        theirs.put().unwrap();
+        g.put().unwrap();
+        assert_eq!(pm.allocated_pages(), 0);
+        assert_eq!(fx.freed(), 3);
+    });
+}
+
+/// A split of a 2 MiB folio races a try_get on one of its tail pages. The try_get
+/// either references the whole 2 MiB folio (and the split is refused as busy), fails
+/// while the folio is frozen, or references the new 4 KiB folio. Nothing is lost.
+#[test]
+fn split_races_try_get_on_a_tail() {
+    use std::sync::atomic::{AtomicUsize as Seen, Ordering::Relaxed};
+    // Which outcomes the exploration reached (busy, got the 4 KiB folio, failed).
+    static SEEN: [Seen; 3] = [Seen::new(0), Seen::new(0), Seen::new(0)];
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.max_branches = 50_000;
+    builder.check(|| {
+        let fx = fixture(512);
+        let f = fx.pagemap.alloc(PageSize::Size2MiB).unwrap();
+        assert!(f.trylock().unwrap());
+        let tail = f.page(5).unwrap();
+        let t = thread::spawn(move || tail.try_get().ok());
+        let split = f.split();
+        let got = t.join().unwrap();
+        match (split, got) {
+            (Err(FolioError::SplitBusy { refs: 2 }), Some(g)) => {
+                assert_eq!(g, f);
+                SEEN[0].fetch_add(1, Relaxed);
+                g.put().unwrap();
+                f.unlock().unwrap();
+                f.put().unwrap();
+            }
+            (Ok(()), got) => {
+                SEEN[if got.is_some() { 1 } else { 2 }].fetch_add(1, Relaxed);
+                if let Some(g) = got {
+                    assert_eq!(g.head(), tail);
+                    assert_eq!(g.size(), PageSize::Size4KiB);
+                    g.put().unwrap();
+                }
+                for i in 0..512 {
+                    let small = f.page(i).unwrap().folio();
+                    small.unlock().unwrap();
+                    small.put().unwrap();
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fx.pagemap.allocated_pages(), 0);
+        assert_eq!(fx.pagemap.whole_chunks(), 1);
+    });
+    for seen in &SEEN {
+        assert!(seen.load(Relaxed) > 0, "an outcome was never explored");
+    }
+}
