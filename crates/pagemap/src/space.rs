@@ -213,7 +213,6 @@ impl<'a> DevicePrivateSpace<'a> {
     }
 }
 
-#[cfg(not(loom))]
 impl Default for DevicePrivateSpace<'_> {
     fn default() -> Self {
         Self::new()

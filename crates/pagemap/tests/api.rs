@@ -1,4 +1,5 @@
 //! Behaviour of the public API, and a test for every error variant.
+#![cfg(not(loom))]
 
 use std::sync::Mutex;
 

@@ -1,7 +1,7 @@
-#![cfg(loom)]
 //! Loom models of the reference-count, lock and free-list races.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p devpriv-pagemap --release --test loom`.
+#![cfg(loom)]
 
 use devpriv_pagemap::*;
 use devpriv_pte::PageSize;
