@@ -439,7 +439,13 @@ fn device_private_block<P: Platform, A: FrameSource, R: Resolver>(
             let word = (off as usize % 4096) / 8;
             *v == device_word(index.checked_add(page as u64).unwrap_or(index), word)
         });
-        d.check(good, format_args!("reads across the block return the 512 device pages' data"));
+        d.check(
+            good,
+            format_args!(
+                "reads across the block return the 512 device pages' data ({:#x}, {:#x}, {:#x})",
+                seen[0], seen[1], seen[2]
+            ),
+        );
         d.check(written == 0xb10c, format_args!("the faulting write landed ({written:#x})"));
         let level = d.tables.walk(DEVICE_BLOCK_2M).map(|w| w.level);
         d.check(

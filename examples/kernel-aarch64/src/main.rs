@@ -1,4 +1,10 @@
 //! The devpriv example kernel for aarch64, QEMU `-M virt` at EL1.
+//!
+//! `boot.rs` enables FP, zeroes `.bss`, sets the stack and the vector base; `traps.rs`
+//! holds the exception vectors; `mmu.rs` builds the kernel's own page table with devpriv
+//! and turns the MMU on; `fault.rs` turns data and instruction aborts into calls to the
+//! demo's fault handler. Everything else is the architecture-neutral demo in
+//! `examples/demo`.
 #![no_std]
 #![no_main]
 #![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
@@ -7,22 +13,44 @@ mod boot;
 mod console;
 mod exit;
 mod fault;
+mod mmu;
+mod platform;
 mod traps;
 
 use core::fmt::Write;
 use core::panic::PanicInfo;
 
 use aarch64_cpu::registers::{CurrentEL, Readable};
+use devpriv_demo::{BumpFrames, Demo, DeviceMemory, DeviceResolver, TryCell};
 
 use console::Pl011;
+use platform::Aarch64Platform;
+
+/// The demo state, shared between `kernel_main` and the abort handler.
+type KernelDemo = Demo<Aarch64Platform, BumpFrames, DeviceResolver<'static>>;
+
+/// The demo state the abort handler borrows.
+static DEMO: TryCell<KernelDemo> = TryCell::new();
 
 /// The Rust entry point, called by `_start` with the MMU off, FP enabled and the
 /// vectors installed; `dtb` is what the loader left in `x0`.
 #[unsafe(no_mangle)]
 extern "C" fn kernel_main(dtb: u64) -> ! {
     let el = CurrentEL.get() >> 2;
-    let _ = writeln!(Pl011, "devpriv-kernel aarch64: running at EL{el}, x0={dtb:#x}");
-    exit::exit(true)
+    let _ = writeln!(
+        Pl011,
+        "devpriv-kernel aarch64: running at EL{el} (x0={dtb:#x}), vectors installed"
+    );
+    let mut frames = mmu::frame_pool();
+    let tables = mmu::init(&mut frames);
+    let mut device = DeviceMemory::new(mmu::device_memory());
+    device.fill_pattern();
+    let demo = Demo::new(Aarch64Platform, tables, frames, DeviceResolver::new(device));
+    if DEMO.set(demo).is_err() {
+        exit::exit(false);
+    }
+    let passed = devpriv_demo::scenario::run(&DEMO);
+    exit::exit(passed)
 }
 
 #[panic_handler]

@@ -2,7 +2,8 @@
 //! [`TrapFrame`] and calls [`trap_dispatch`], and the decoding of synchronous aborts.
 //!
 //! Each of the 16 vector slots saves `x0`/`x1`, puts its slot number in `x0` and
-//! branches to `trap_common`, which saves the rest with `ELR_EL1` and `SPSR_EL1`, calls
+//! branches to `trap_common`, which saves the rest with `ELR_EL1` and `SPSR_EL1` — and
+//! the SIMD registers, which compiled Rust uses for plain copies — calls
 //! Rust, restores them (the handler may change `elr` to skip an instruction) and `eret`s
 //! — for an abort that re-executes the faulting instruction.
 
@@ -23,15 +24,23 @@ pub struct TrapFrame {
     pub elr: u64,
     /// The saved processor state (`SPSR_EL1`).
     pub spsr: u64,
-    /// Padding that keeps the frame a multiple of 16 bytes.
+    /// Padding that keeps the SIMD registers 16-byte aligned.
     pub pad: u64,
+    /// q0 to q31: the compiler uses SIMD registers in ordinary code (copies,
+    /// comparisons), so a handler written in Rust clobbers them; they are part of the
+    /// interrupted context.
+    pub q: [u128; 32],
+    /// The floating-point control register.
+    pub fpcr: u64,
+    /// The floating-point status register.
+    pub fpsr: u64,
 }
 
 global_asm!(
     r#"
     .macro VECTOR slot
     .balign 0x80
-    sub sp, sp, #272
+    sub sp, sp, #800
     stp x0, x1, [sp, #0]
     mov x0, #\slot
     b trap_common
@@ -64,8 +73,50 @@ trap_common:
     mrs x3, spsr_el1
     stp x30, x2, [sp, #240]
     str x3, [sp, #256]
+    add x4, sp, #272
+    stp q0, q1, [x4, #0]
+    stp q2, q3, [x4, #32]
+    stp q4, q5, [x4, #64]
+    stp q6, q7, [x4, #96]
+    stp q8, q9, [x4, #128]
+    stp q10, q11, [x4, #160]
+    stp q12, q13, [x4, #192]
+    stp q14, q15, [x4, #224]
+    stp q16, q17, [x4, #256]
+    stp q18, q19, [x4, #288]
+    stp q20, q21, [x4, #320]
+    stp q22, q23, [x4, #352]
+    stp q24, q25, [x4, #384]
+    stp q26, q27, [x4, #416]
+    stp q28, q29, [x4, #448]
+    stp q30, q31, [x4, #480]
+    mrs x5, fpcr
+    mrs x6, fpsr
+    str x5, [x4, #512]
+    str x6, [x4, #520]
     mov x1, sp
     bl trap_dispatch
+    add x4, sp, #272
+    ldr x5, [x4, #512]
+    ldr x6, [x4, #520]
+    msr fpcr, x5
+    msr fpsr, x6
+    ldp q0, q1, [x4, #0]
+    ldp q2, q3, [x4, #32]
+    ldp q4, q5, [x4, #64]
+    ldp q6, q7, [x4, #96]
+    ldp q8, q9, [x4, #128]
+    ldp q10, q11, [x4, #160]
+    ldp q12, q13, [x4, #192]
+    ldp q14, q15, [x4, #224]
+    ldp q16, q17, [x4, #256]
+    ldp q18, q19, [x4, #288]
+    ldp q20, q21, [x4, #320]
+    ldp q22, q23, [x4, #352]
+    ldp q24, q25, [x4, #384]
+    ldp q26, q27, [x4, #416]
+    ldp q28, q29, [x4, #448]
+    ldp q30, q31, [x4, #480]
     ldr x3, [sp, #256]
     ldp x30, x2, [sp, #240]
     msr elr_el1, x2
@@ -85,10 +136,13 @@ trap_common:
     ldp x4, x5, [sp, #32]
     ldp x2, x3, [sp, #16]
     ldp x0, x1, [sp, #0]
-    add sp, sp, #272
+    add sp, sp, #800
     eret
     "#
 );
+
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 800);
+const _: () = assert!(core::mem::offset_of!(TrapFrame, q) == 272);
 
 /// Vector slot of a synchronous exception from the current EL using `SP_ELx`.
 const SYNC_CURRENT_EL_SPX: u64 = 4;

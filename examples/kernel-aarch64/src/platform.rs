@@ -1,0 +1,59 @@
+//! The demo's architecture hooks for aarch64.
+
+use core::arch::asm;
+use core::fmt::Write;
+
+use devpriv_demo::Platform;
+use devpriv_pte::arch::aarch64::Aarch64;
+
+use crate::console::Pl011;
+
+/// aarch64: PL011 console, `tlbi vaae1is`, explicit instruction-cache maintenance.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Aarch64Platform;
+
+impl Platform for Aarch64Platform {
+    type Format = Aarch64;
+    const NAME: &'static str = "aarch64";
+    /// The Cortex-A57 (like many cores) has no FEAT_HAFDBS: the access flag is managed
+    /// by software through access-flag faults.
+    const HARDWARE_ACCESSED_DIRTY: bool = false;
+    /// `ret` (0xd65f03c0), little-endian.
+    const RETURN_INSTRUCTION: &'static [u8] = &[0xc0, 0x03, 0x5f, 0xd6];
+
+    fn write_str(&self, s: &str) {
+        let _ = Pl011.write_str(s);
+    }
+
+    fn flush_page(&self, va: u64) {
+        // SAFETY: barriers and a TLB invalidation by address touch no memory; they make
+        // the preceding descriptor store visible to the table walker and drop any stale
+        // translation of the page (any ASID, inner shareable).
+        unsafe {
+            asm!(
+                "dsb ishst",
+                "tlbi vaae1is, {page}",
+                "dsb ish",
+                "isb",
+                page = in(reg) (va >> 12) & 0xfff_ffff_ffff,
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+
+    fn sync_icache(&self, va: u64, len: usize) {
+        let ctr: u64;
+        // SAFETY: reading CTR_EL0 (the cache type register) has no side effects.
+        unsafe { asm!("mrs {c}, ctr_el0", c = out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+        let line = 4u64 << ((ctr >> 16) & 0xf);
+        let mut address = va & !(line - 1);
+        while address < va + len as u64 {
+            // SAFETY: cleaning a data-cache line to the point of unification writes
+            // back what is already there; `va` is mapped.
+            unsafe { asm!("dc cvau, {a}", a = in(reg) address, options(nostack, preserves_flags)) };
+            address += line;
+        }
+        // SAFETY: barriers and an instruction-cache invalidation change no data.
+        unsafe { asm!("dsb ish", "ic iallu", "dsb ish", "isb", options(nostack, preserves_flags)) };
+    }
+}
