@@ -20,7 +20,7 @@
 //! bumps a watermark; a free is the reverse. All O(1).
 
 use crate::meta::{PageMeta, word};
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 
 /// log2 of the pages in a chunk.
 pub(crate) const CHUNK_ORDER: u32 = 9;
@@ -130,10 +130,7 @@ impl AllocState {
             self.partial_push(meta, chunk);
             self.take_from_split(meta, chunk)
         };
-        let m = &meta[page as usize];
-        m.rmap.store(0, Ordering::Relaxed);
-        // The folio half of a free page is zero: this sets it to "allocated, one reference".
-        m.state.fetch_or(word::ALLOCATED | 1, Ordering::Release);
+        publish(&meta[page as usize], word::ALLOCATED | 1);
         self.allocated += 1;
         Some(page)
     }
@@ -142,19 +139,24 @@ impl AllocState {
     pub(crate) fn alloc_large(&mut self, meta: &[PageMeta]) -> Option<u64> {
         let chunk = self.take_whole(meta)?;
         set_header(meta, chunk, Header::new(LARGE, 0, 0, 0));
-        let head = &meta[(chunk * CHUNK_PAGES) as usize];
-        head.rmap.store(0, Ordering::Relaxed);
-        head.state
-            .fetch_or(word::ALLOCATED | word::LARGE | 1, Ordering::Release);
+        publish(
+            &meta[(chunk * CHUNK_PAGES) as usize],
+            word::ALLOCATED | word::LARGE | 1,
+        );
         self.allocated += CHUNK_PAGES;
         Some(chunk * CHUNK_PAGES)
     }
 
     /// Returns a folio whose reference count reached zero.
     pub(crate) fn release(&mut self, meta: &[PageMeta], head: u64, large: bool) {
-        meta[head as usize]
-            .state
-            .fetch_and(!word::FOLIO_HALF, Ordering::Release);
+        // At reference count zero no one else writes the word (every folio operation
+        // fails on it without writing; the allocator half changes only under our lock),
+        // so a plain store clears the folio half.
+        let state = &meta[head as usize].state;
+        state.store(
+            state.load(Ordering::Relaxed) & !word::FOLIO_HALF,
+            Ordering::Release,
+        );
         let chunk = head >> CHUNK_ORDER;
         if large {
             self.allocated -= CHUNK_PAGES;
@@ -265,9 +267,7 @@ impl AllocState {
     }
 
     fn set_link(meta: &[PageMeta], chunk: u64, which: u64, value: u64) {
-        let m = &meta[(chunk * CHUNK_PAGES + which) as usize].state;
-        let old = m.load(Ordering::Relaxed) >> word::CHUNK_SHIFT;
-        m.fetch_xor((old ^ value) << word::CHUNK_SHIFT, Ordering::Relaxed);
+        set_high(&meta[(chunk * CHUNK_PAGES + which) as usize].state, value);
     }
 
     fn partial_push(&mut self, meta: &[PageMeta], chunk: u64) {
@@ -300,13 +300,38 @@ fn header(meta: &[PageMeta], chunk: u64) -> Header {
     Header((w >> word::CHUNK_SHIFT) as u32)
 }
 
-/// Sets a chunk header with one atomic exclusive-or, leaving the folio half alone (it
-/// may be changing concurrently). The header itself only changes under the lock.
+/// Sets a chunk header (under the allocator lock).
 fn set_header(meta: &[PageMeta], chunk: u64, new: Header) {
-    let m = &meta[(chunk * CHUNK_PAGES) as usize].state;
-    let old = (m.load(Ordering::Relaxed) >> word::CHUNK_SHIFT) as u32;
-    m.fetch_xor(
-        u64::from(old ^ new.0) << word::CHUNK_SHIFT,
-        Ordering::AcqRel,
+    set_high(
+        &meta[(chunk * CHUNK_PAGES) as usize].state,
+        u64::from(new.0),
     );
+}
+
+/// Sets the allocator half of a state word (under the allocator lock), leaving the
+/// folio half alone.
+///
+/// If the folio half is zero (a free page, or a tail of a 2 MiB folio) only the lock
+/// holder writes the word, so a plain store does; otherwise the folio half may change
+/// concurrently (reference counts, the lock bit) and one atomic exclusive-or of
+/// `old ^ new` changes the allocator half alone.
+fn set_high(state: &AtomicU64, new: u64) {
+    let w = state.load(Ordering::Relaxed);
+    if w & word::FOLIO_HALF == 0 {
+        state.store(new << word::CHUNK_SHIFT, Ordering::Release);
+    } else {
+        let old = w >> word::CHUNK_SHIFT;
+        state.fetch_xor((old ^ new) << word::CHUNK_SHIFT, Ordering::AcqRel);
+    }
+}
+
+/// Makes a free page the head of a newly allocated folio with folio half `folio`.
+///
+/// A free page's word is written only under the allocator lock (every folio operation
+/// fails on a free page without writing), so plain stores suffice.
+fn publish(meta: &PageMeta, folio: u64) {
+    meta.rmap.store(0, Ordering::Relaxed);
+    let w = meta.state.load(Ordering::Relaxed);
+    debug_assert_eq!(w & word::FOLIO_HALF, 0);
+    meta.state.store(w | folio, Ordering::Release);
 }
