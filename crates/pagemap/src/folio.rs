@@ -359,3 +359,37 @@ impl fmt::Debug for Folio<'_> {
         write!(f, "Folio({:?}, {:?})", self.head.index, self.size())
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::{CpuFault, DevicePrivateSpace, FaultError, Owner, PagemapOps};
+
+    struct NoDriver;
+    impl PagemapOps for NoDriver {
+        fn migrate_to_ram(&self, _: &CpuFault<'_>) -> Result<(), FaultError> {
+            Ok(())
+        }
+        fn folio_free(&self, _: Folio<'_>) {}
+    }
+
+    /// 2^28 - 1 references are too many to take one by one in a test: set the count.
+    #[test]
+    fn refcount_overflow_is_an_error() {
+        let meta = [const { PageMeta::new() }; 4];
+        let pm = DevicePagemap::new(4, Owner::new(1), &NoDriver, &meta).unwrap();
+        let space = DevicePrivateSpace::new();
+        space.register(&pm).unwrap();
+        let f = pm.alloc(PageSize::Size4KiB).unwrap();
+        f.state().fetch_add(word::REF_MAX - 1, Ordering::Relaxed);
+        assert_eq!(f.refcount(), word::REF_MAX);
+        assert_eq!(f.get(), Err(FolioError::RefcountOverflow));
+        assert_eq!(f.head().try_get(), Err(FolioError::RefcountOverflow));
+        // The count is unchanged, and the lock bit next to it untouched.
+        assert_eq!(f.refcount(), word::REF_MAX);
+        assert!(!f.is_locked());
+        f.state().fetch_sub(word::REF_MAX - 1, Ordering::Relaxed);
+        f.put().unwrap();
+        assert_eq!(pm.allocated_pages(), 0);
+    }
+}
