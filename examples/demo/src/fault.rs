@@ -195,7 +195,11 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
                     out,
                     "{}{}",
                     EntryReport(&sw.kind),
-                    if walk.level == Level::L2 { " (2 MiB entry)" } else { "" }
+                    if walk.level == Level::L2 {
+                        " (2 MiB entry)"
+                    } else {
+                        ""
+                    }
                 );
                 match size {
                     Some(size) => {
@@ -266,7 +270,13 @@ fn fix_present<P: Platform>(
     let _ = writeln!(out, "present {action}");
     let attrs = <<P::Format as PteFormat>::LeafAttributes>::from_property(property);
     stats.present_faults += 1;
-    install(platform, tables, walk, Entry::Leaf { pfn, size, attrs }, fault.address)
+    install(
+        platform,
+        tables,
+        walk,
+        Entry::Leaf { pfn, size, attrs },
+        fault.address,
+    )
 }
 
 /// A software entry: ask the resolver, install its answer.
@@ -337,4 +347,3 @@ fn install<P: Platform>(
         }
     }
 }
-

@@ -255,7 +255,12 @@ impl fmt::Display for EntryReport<'_> {
                 index.number()
             ),
             SoftwareKind::Migration { access, pfn, .. } => {
-                write!(f, "migration {}, pfn {:#x}", migration(access), pfn.number())
+                write!(
+                    f,
+                    "migration {}, pfn {:#x}",
+                    migration(access),
+                    pfn.number()
+                )
             }
             SoftwareKind::DeviceExclusive { pfn } => {
                 write!(f, "device-exclusive, pfn {:#x}", pfn.number())

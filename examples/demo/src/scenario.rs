@@ -59,7 +59,11 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
         } else {
             self.stats.checks_failed += 1;
         }
-        let _ = writeln!(self.console(), "  {} {what}", if ok { "ok  " } else { "FAIL" });
+        let _ = writeln!(
+            self.console(),
+            "  {} {what}",
+            if ok { "ok  " } else { "FAIL" }
+        );
     }
 
     /// A fresh frame run of `size` whose word `i` is `fill(i)`.
@@ -115,16 +119,25 @@ fn write(va: u64, value: u64) {
     unsafe { (va as *mut u64).write_volatile(value) }
 }
 
+/// One step of the demo.
+type Step<P, A, R> = fn(&TryCell<Demo<P, A, R>>) -> Result<(), Stop>;
+
 /// Runs the whole demo on the state in `cell` and prints the summary; true if every check
 /// held. The kernel's trap handler must borrow the same cell.
 pub fn run<P: Platform, A: FrameSource, R: Resolver>(cell: &TryCell<Demo<P, A, R>>) -> bool {
-    let steps: [(&str, fn(&TryCell<Demo<P, A, R>>) -> Result<(), Stop>); 9] = [
+    let steps: [(&str, Step<P, A, R>); 9] = [
         ("write to a read-only page", read_only_page),
         ("instruction fetch from a no-execute page", no_execute_page),
         ("accessed and dirty", accessed_dirty),
         ("a 2 MiB block", block_2m),
-        ("device-private write entries at level 1", device_private_pages),
-        ("a device-private write entry at level 2 (2 MiB)", device_private_block),
+        (
+            "device-private write entries at level 1",
+            device_private_pages,
+        ),
+        (
+            "a device-private write entry at level 2 (2 MiB)",
+            device_private_block,
+        ),
         ("migration entries", migration_entries),
         ("a device-private migration entry", device_migration_entry),
         ("a device-exclusive entry", device_exclusive_entry),
@@ -142,9 +155,15 @@ pub fn run<P: Platform, A: FrameSource, R: Resolver>(cell: &TryCell<Demo<P, A, R
     }
     for (number, (title, step)) in steps.iter().enumerate() {
         if number == 0 {
-            say(cell, format_args!("devpriv-demo: part 1: the MMU honours devpriv's present encodings"));
+            say(
+                cell,
+                format_args!("devpriv-demo: part 1: the MMU honours devpriv's present encodings"),
+            );
         } else if number == 4 {
-            say(cell, format_args!("devpriv-demo: part 2: software entries fault and are resolved"));
+            say(
+                cell,
+                format_args!("devpriv-demo: part 2: software entries fault and are resolved"),
+            );
         }
         say(cell, format_args!("step {}: {title}", number + 1));
         if let Err(stop) = step(cell) {
@@ -206,13 +225,27 @@ fn read_only_page<P: Platform, A: FrameSource, R: Resolver>(
 ) -> Result<(), Stop> {
     let va = READ_ONLY_PAGE;
     let pfn = with(cell, |d| {
-        let pfn = d.new_frames(PageSize::Size4KiB, |_| 0).ok_or(Stop::OutOfFrames)?;
+        let pfn = d
+            .new_frames(PageSize::Size4KiB, |_| 0)
+            .ok_or(Stop::OutOfFrames)?;
         let tag = pfn.number();
-        for (i, w) in d.frame_words(pfn, PageSize::Size4KiB).iter_mut().enumerate() {
+        for (i, w) in d
+            .frame_words(pfn, PageSize::Size4KiB)
+            .iter_mut()
+            .enumerate()
+        {
             *w = system_word(tag, i);
         }
         let attrs = kernel_attrs::<P::Format>(false, false, true, true);
-        d.put(va, Level::L1, Entry::Leaf { pfn, size: PageSize::Size4KiB, attrs })?;
+        d.put(
+            va,
+            Level::L1,
+            Entry::Leaf {
+                pfn,
+                size: PageSize::Size4KiB,
+                attrs,
+            },
+        )?;
         Ok(pfn)
     })?;
     let first = read(va);
@@ -221,13 +254,20 @@ fn read_only_page<P: Platform, A: FrameSource, R: Resolver>(
             first == system_word(pfn.number(), 0),
             format_args!("a read of the read-only page returns its frame's data ({first:#x})"),
         );
-        d.expect(Expectation { start: va, len: 4096, access: Access::Write });
+        d.expect(Expectation {
+            start: va,
+            len: 4096,
+            access: Access::Write,
+        });
         Ok(())
     })?;
     write(va + 8, 0x1234_5678);
     with(cell, |d| {
         let hits = d.take_hits();
-        d.check(hits == 1, format_args!("the write faulted once ({hits} fault(s))"));
+        d.check(
+            hits == 1,
+            format_args!("the write faulted once ({hits} fault(s))"),
+        );
         let landed = d.frame_word(pfn, 1);
         d.check(
             landed == 0x1234_5678,
@@ -242,7 +282,9 @@ fn no_execute_page<P: Platform, A: FrameSource, R: Resolver>(
 ) -> Result<(), Stop> {
     let va = NO_EXECUTE_PAGE;
     with(cell, |d| {
-        let pfn = d.new_frames(PageSize::Size4KiB, |_| 0).ok_or(Stop::OutOfFrames)?;
+        let pfn = d
+            .new_frames(PageSize::Size4KiB, |_| 0)
+            .ok_or(Stop::OutOfFrames)?;
         let code = P::RETURN_INSTRUCTION;
         let dst = d.tables.phys_to_virt(pfn.phys_addr());
         // SAFETY: the frame is fresh RAM of 4 KiB reached at `dst` (FrameSource
@@ -250,8 +292,20 @@ fn no_execute_page<P: Platform, A: FrameSource, R: Resolver>(
         unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), dst as *mut u8, code.len()) };
         d.platform.sync_icache(dst, code.len());
         let attrs = kernel_attrs::<P::Format>(false, false, true, false);
-        d.put(va, Level::L1, Entry::Leaf { pfn, size: PageSize::Size4KiB, attrs })?;
-        d.expect(Expectation { start: va, len: 4096, access: Access::Execute });
+        d.put(
+            va,
+            Level::L1,
+            Entry::Leaf {
+                pfn,
+                size: PageSize::Size4KiB,
+                attrs,
+            },
+        )?;
+        d.expect(Expectation {
+            start: va,
+            len: 4096,
+            access: Access::Execute,
+        });
         Ok(())
     })?;
     // SAFETY: the page holds a lone `ret` (RETURN_INSTRUCTION), a valid function with the
@@ -273,11 +327,25 @@ fn accessed_dirty<P: Platform, A: FrameSource, R: Resolver>(
 ) -> Result<(), Stop> {
     let va = ACCESSED_DIRTY_PAGE;
     with(cell, |d| {
-        let pfn = d.new_frames(PageSize::Size4KiB, |i| i as u64).ok_or(Stop::OutOfFrames)?;
+        let pfn = d
+            .new_frames(PageSize::Size4KiB, |i| i as u64)
+            .ok_or(Stop::OutOfFrames)?;
         let attrs = kernel_attrs::<P::Format>(true, false, false, false);
-        d.put(va, Level::L1, Entry::Leaf { pfn, size: PageSize::Size4KiB, attrs })?;
+        d.put(
+            va,
+            Level::L1,
+            Entry::Leaf {
+                pfn,
+                size: PageSize::Size4KiB,
+                attrs,
+            },
+        )?;
         if !P::HARDWARE_ACCESSED_DIRTY {
-            d.expect(Expectation { start: va, len: 4096, access: Access::Read });
+            d.expect(Expectation {
+                start: va,
+                len: 4096,
+                access: Access::Read,
+            });
         }
         Ok(())
     })?;
@@ -285,7 +353,10 @@ fn accessed_dirty<P: Platform, A: FrameSource, R: Resolver>(
     with(cell, |d| {
         let hits = d.take_hits();
         let property = d.leaf_property(va).unwrap_or_default();
-        d.check(value == 2, format_args!("the read returned the frame's data ({value})"));
+        d.check(
+            value == 2,
+            format_args!("the read returned the frame's data ({value})"),
+        );
         if P::HARDWARE_ACCESSED_DIRTY {
             d.check(
                 hits == 0 && property.accessed && !property.dirty,
@@ -294,7 +365,9 @@ fn accessed_dirty<P: Platform, A: FrameSource, R: Resolver>(
         } else {
             d.check(
                 hits == 1 && property.accessed,
-                format_args!("the read took an access-flag fault ({hits}); the handler set the flag"),
+                format_args!(
+                    "the read took an access-flag fault ({hits}); the handler set the flag"
+                ),
             );
         }
         Ok(())
@@ -320,13 +393,27 @@ fn block_2m<P: Platform, A: FrameSource, R: Resolver>(
 ) -> Result<(), Stop> {
     let va = BLOCK_2M;
     let pfn = with(cell, |d| {
-        let pfn = d.new_frames(PageSize::Size2MiB, |_| 0).ok_or(Stop::OutOfFrames)?;
+        let pfn = d
+            .new_frames(PageSize::Size2MiB, |_| 0)
+            .ok_or(Stop::OutOfFrames)?;
         let tag = pfn.number();
-        for (i, w) in d.frame_words(pfn, PageSize::Size2MiB).iter_mut().enumerate() {
+        for (i, w) in d
+            .frame_words(pfn, PageSize::Size2MiB)
+            .iter_mut()
+            .enumerate()
+        {
             *w = system_word(tag, i);
         }
         let attrs = kernel_attrs::<P::Format>(true, false, true, true);
-        d.put(va, Level::L2, Entry::Leaf { pfn, size: PageSize::Size2MiB, attrs })?;
+        d.put(
+            va,
+            Level::L2,
+            Entry::Leaf {
+                pfn,
+                size: PageSize::Size2MiB,
+                attrs,
+            },
+        )?;
         Ok(pfn)
     })?;
     let probes = [(0usize, 0usize), (1, 7), (255, 100), (511, 511)];
@@ -350,7 +437,10 @@ fn block_2m<P: Platform, A: FrameSource, R: Resolver>(
         );
         d.check(
             block,
-            format_args!("the walk finds one 2 MiB leaf at level 2 for frame {:#x}", pfn.phys_addr()),
+            format_args!(
+                "the walk finds one 2 MiB leaf at level 2 for frame {:#x}",
+                pfn.phys_addr()
+            ),
         );
         Ok(())
     })
@@ -393,9 +483,15 @@ fn device_private_pages<P: Platform, A: FrameSource, R: Resolver>(
             format_args!("one fault per page ({hits} for {pages} pages)"),
         );
         let good = values.iter().enumerate().all(|(i, v)| {
-            *v == device_word(DeviceIndex::new(DEVICE_BUFFER_FIRST_INDEX + i as u64), 3 * i)
+            *v == device_word(
+                DeviceIndex::new(DEVICE_BUFFER_FIRST_INDEX + i as u64),
+                3 * i,
+            )
         });
-        d.check(good, format_args!("every retried read returned the device page's data"));
+        d.check(
+            good,
+            format_args!("every retried read returned the device page's data"),
+        );
         Ok(())
     })?;
     write(DEVICE_BUFFER + 8, 0xfeed);
@@ -414,7 +510,10 @@ fn device_private_block<P: Platform, A: FrameSource, R: Resolver>(
 ) -> Result<(), Stop> {
     let index = DeviceIndex::new(DEVICE_BLOCK_FIRST_INDEX);
     with(cell, |d| {
-        let kind = SoftwareKind::DevicePrivate { access: DeviceAccess::Write, index };
+        let kind = SoftwareKind::DevicePrivate {
+            access: DeviceAccess::Write,
+            index,
+        };
         d.put(DEVICE_BLOCK_2M, Level::L2, software(kind))?;
         d.expect(Expectation {
             start: DEVICE_BLOCK_2M,
@@ -433,7 +532,10 @@ fn device_private_block<P: Platform, A: FrameSource, R: Resolver>(
     let written = read(DEVICE_BLOCK_2M + offset);
     with(cell, |d| {
         let hits = d.take_hits();
-        d.check(hits == 1, format_args!("the whole 2 MiB took one fault ({hits})"));
+        d.check(
+            hits == 1,
+            format_args!("the whole 2 MiB took one fault ({hits})"),
+        );
         let good = seen.iter().zip(probes).all(|(v, off)| {
             let page = off as usize / 4096;
             let word = (off as usize % 4096) / 8;
@@ -446,7 +548,10 @@ fn device_private_block<P: Platform, A: FrameSource, R: Resolver>(
                 seen[0], seen[1], seen[2]
             ),
         );
-        d.check(written == 0xb10c, format_args!("the faulting write landed ({written:#x})"));
+        d.check(
+            written == 0xb10c,
+            format_args!("the faulting write landed ({written:#x})"),
+        );
         let level = d.tables.walk(DEVICE_BLOCK_2M).map(|w| w.level);
         d.check(
             level == Ok(Level::L2),
@@ -462,9 +567,15 @@ fn migration_entries<P: Platform, A: FrameSource, R: Resolver>(
     let (write_pfn, read_pfn) = with(cell, |d| {
         let mut frames = [Pfn::new(0); 2];
         for frame in &mut frames {
-            *frame = d.new_frames(PageSize::Size4KiB, |_| 0).ok_or(Stop::OutOfFrames)?;
+            *frame = d
+                .new_frames(PageSize::Size4KiB, |_| 0)
+                .ok_or(Stop::OutOfFrames)?;
             let tag = frame.number();
-            for (i, w) in d.frame_words(*frame, PageSize::Size4KiB).iter_mut().enumerate() {
+            for (i, w) in d
+                .frame_words(*frame, PageSize::Size4KiB)
+                .iter_mut()
+                .enumerate()
+            {
                 *w = system_word(tag, i);
             }
         }
@@ -482,7 +593,11 @@ fn migration_entries<P: Platform, A: FrameSource, R: Resolver>(
         };
         d.put(MIGRATION_WRITE_PAGE, Level::L1, software(write_kind))?;
         d.put(MIGRATION_READ_PAGE, Level::L1, software(read_kind))?;
-        d.expect(Expectation { start: MIGRATION_WRITE_PAGE, len: 4096, access: Access::Write });
+        d.expect(Expectation {
+            start: MIGRATION_WRITE_PAGE,
+            len: 4096,
+            access: Access::Write,
+        });
         Ok((frames[0], frames[1]))
     })?;
     write(MIGRATION_WRITE_PAGE + 40, 0xabcd);
@@ -494,7 +609,11 @@ fn migration_entries<P: Platform, A: FrameSource, R: Resolver>(
             hits == 1 && landed == 0xabcd && kept == system_word(write_pfn.number(), 6),
             format_args!("a write to a migration-write entry faulted once and landed in the frame"),
         );
-        d.expect(Expectation { start: MIGRATION_READ_PAGE, len: 4096, access: Access::Read });
+        d.expect(Expectation {
+            start: MIGRATION_READ_PAGE,
+            len: 4096,
+            access: Access::Read,
+        });
         Ok(())
     })?;
     let value = read(MIGRATION_READ_PAGE + 72);
@@ -503,7 +622,9 @@ fn migration_entries<P: Platform, A: FrameSource, R: Resolver>(
         let writable = d.leaf_property(MIGRATION_READ_PAGE).map(|p| p.writable);
         d.check(
             hits == 1 && value == system_word(read_pfn.number(), 9) && writable == Some(false),
-            format_args!("a read of a migration-read entry faulted once; the page came back read-only"),
+            format_args!(
+                "a read of a migration-read entry faulted once; the page came back read-only"
+            ),
         );
         Ok(())
     })
@@ -521,7 +642,11 @@ fn device_migration_entry<P: Platform, A: FrameSource, R: Resolver>(
             dirty: false,
         };
         d.put(DEVICE_MIGRATION_PAGE, Level::L1, software(kind))?;
-        d.expect(Expectation { start: DEVICE_MIGRATION_PAGE, len: 4096, access: Access::Write });
+        d.expect(Expectation {
+            start: DEVICE_MIGRATION_PAGE,
+            len: 4096,
+            access: Access::Write,
+        });
         Ok(())
     })?;
     write(DEVICE_MIGRATION_PAGE + 16, 0x77);
@@ -541,14 +666,24 @@ fn device_exclusive_entry<P: Platform, A: FrameSource, R: Resolver>(
     cell: &TryCell<Demo<P, A, R>>,
 ) -> Result<(), Stop> {
     let pfn = with(cell, |d| {
-        let pfn = d.new_frames(PageSize::Size4KiB, |_| 0).ok_or(Stop::OutOfFrames)?;
+        let pfn = d
+            .new_frames(PageSize::Size4KiB, |_| 0)
+            .ok_or(Stop::OutOfFrames)?;
         let tag = pfn.number();
-        for (i, w) in d.frame_words(pfn, PageSize::Size4KiB).iter_mut().enumerate() {
+        for (i, w) in d
+            .frame_words(pfn, PageSize::Size4KiB)
+            .iter_mut()
+            .enumerate()
+        {
             *w = system_word(tag, i);
         }
         let kind = SoftwareKind::DeviceExclusive { pfn };
         d.put(DEVICE_EXCLUSIVE_PAGE, Level::L1, software(kind))?;
-        d.expect(Expectation { start: DEVICE_EXCLUSIVE_PAGE, len: 4096, access: Access::Write });
+        d.expect(Expectation {
+            start: DEVICE_EXCLUSIVE_PAGE,
+            len: 4096,
+            access: Access::Write,
+        });
         Ok(pfn)
     })?;
     write(DEVICE_EXCLUSIVE_PAGE + 8, 0x55);
@@ -558,7 +693,9 @@ fn device_exclusive_entry<P: Platform, A: FrameSource, R: Resolver>(
         let kept = d.frame_word(pfn, 2);
         d.check(
             hits == 1 && landed == 0x55 && kept == system_word(pfn.number(), 2),
-            format_args!("a write to a device-exclusive entry faulted once and reached the same frame"),
+            format_args!(
+                "a write to a device-exclusive entry faulted once and reached the same frame"
+            ),
         );
         Ok(())
     })

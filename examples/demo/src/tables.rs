@@ -124,11 +124,8 @@ impl<F: PteFormat> LiveTables<F> {
         loop {
             let slot = &table[level.table_index(va)];
             let raw = slot.load(Ordering::Acquire);
-            let entry = F::decode(raw, level).map_err(|error| TableError::Decode {
-                level,
-                raw,
-                error,
-            })?;
+            let entry =
+                F::decode(raw, level).map_err(|error| TableError::Decode { level, raw, error })?;
             match (entry, level.next_lower()) {
                 (Entry::Table { next, .. }, Some(lower)) => {
                     table = self.table(next);

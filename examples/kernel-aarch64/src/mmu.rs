@@ -12,8 +12,7 @@ use core::fmt::Write;
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
-    ID_AA64MMFR0_EL1, MAIR_EL1, ReadWriteable, Readable, SCTLR_EL1, TCR_EL1, TTBR0_EL1,
-    Writeable,
+    ID_AA64MMFR0_EL1, MAIR_EL1, ReadWriteable, Readable, SCTLR_EL1, TCR_EL1, TTBR0_EL1, Writeable,
 };
 use devpriv_demo::device::DevicePage;
 use devpriv_demo::layout::DEVICE_PAGES;
@@ -53,8 +52,9 @@ pub fn frame_pool() -> BumpFrames {
 
 /// The demo's device memory. Call once.
 pub fn device_memory() -> &'static mut [DevicePage] {
+    let pages = &raw mut DEVICE_MEMORY;
     // SAFETY: called once, so this is the only reference to the static.
-    unsafe { &mut *(&raw mut DEVICE_MEMORY) }
+    unsafe { &mut *pages }
 }
 
 /// Builds the kernel's page table, programs MAIR/TCR/TTBR0 and turns the MMU on.
@@ -70,9 +70,27 @@ pub fn init(frames: &mut BumpFrames) -> LiveTables<Aarch64> {
     let tables = unsafe { LiveTables::<Aarch64>::new(root, Level::L4, 0) };
 
     let sections = [
-        ("text", &raw const __text_start, &raw const __text_end, false, true),
-        ("rodata", &raw const __rodata_start, &raw const __rodata_end, false, false),
-        ("data+bss", &raw const __data_start, &raw const __kernel_end, true, false),
+        (
+            "text",
+            &raw const __text_start,
+            &raw const __text_end,
+            false,
+            true,
+        ),
+        (
+            "rodata",
+            &raw const __rodata_start,
+            &raw const __rodata_end,
+            false,
+            false,
+        ),
+        (
+            "data+bss",
+            &raw const __data_start,
+            &raw const __kernel_end,
+            true,
+            false,
+        ),
     ];
     for (name, start, end, writable, executable) in sections {
         let (start, end) = (start as u64, (end as u64 + 0xfff) & !0xfff);
@@ -97,7 +115,10 @@ pub fn init(frames: &mut BumpFrames) -> LiveTables<Aarch64> {
     tables
         .map_range(PL011_BASE, PL011_BASE, 4096, uart, frames)
         .expect("mapping the PL011");
-    let _ = writeln!(Pl011, "mmu: pl011    {PL011_BASE:#010x} RW- Device-nGnRE -> 1 4 KiB page");
+    let _ = writeln!(
+        Pl011,
+        "mmu: pl011    {PL011_BASE:#010x} RW- Device-nGnRE -> 1 4 KiB page"
+    );
 
     let ips = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(0b101);
     MAIR_EL1.set(MAIR_VALUE);

@@ -44,7 +44,9 @@ impl Platform for Aarch64Platform {
     fn sync_icache(&self, va: u64, len: usize) {
         let ctr: u64;
         // SAFETY: reading CTR_EL0 (the cache type register) has no side effects.
-        unsafe { asm!("mrs {c}, ctr_el0", c = out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+        unsafe {
+            asm!("mrs {c}, ctr_el0", c = out(reg) ctr, options(nomem, nostack, preserves_flags))
+        };
         let line = 4u64 << ((ctr >> 16) & 0xf);
         let mut address = va & !(line - 1);
         while address < va + len as u64 {
@@ -54,6 +56,14 @@ impl Platform for Aarch64Platform {
             address += line;
         }
         // SAFETY: barriers and an instruction-cache invalidation change no data.
-        unsafe { asm!("dsb ish", "ic iallu", "dsb ish", "isb", options(nostack, preserves_flags)) };
+        unsafe {
+            asm!(
+                "dsb ish",
+                "ic iallu",
+                "dsb ish",
+                "isb",
+                options(nostack, preserves_flags)
+            )
+        };
     }
 }

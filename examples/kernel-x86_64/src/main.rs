@@ -7,7 +7,11 @@
 //! `examples/demo`.
 #![no_std]
 #![no_main]
-#![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![deny(
+    missing_docs,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
 
 mod boot;
 mod exit;
@@ -43,7 +47,11 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
         Serial,
         "devpriv-kernel x86_64: booted by PVH, start info at {start_info:#x} (magic {:#x}{})",
         info.magic,
-        if info.magic == boot::HVM_START_MAGIC { ", valid" } else { ", INVALID" }
+        if info.magic == boot::HVM_START_MAGIC {
+            ", valid"
+        } else {
+            ", INVALID"
+        }
     );
     traps::init();
     let _ = writeln!(Serial, "traps: IDT loaded, 32 exception vectors");

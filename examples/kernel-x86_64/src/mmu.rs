@@ -55,8 +55,9 @@ pub fn frame_pool() -> BumpFrames {
 
 /// The demo's device memory. Call once.
 pub fn device_memory() -> &'static mut [DevicePage] {
+    let pages = &raw mut DEVICE_MEMORY;
     // SAFETY: called once, so this is the only reference to the static.
-    unsafe { &mut *(&raw mut DEVICE_MEMORY) }
+    unsafe { &mut *pages }
 }
 
 /// Builds the kernel's page table, programs PAT, CR4, EFER and CR0, and loads CR3.
@@ -71,9 +72,27 @@ pub fn init(frames: &mut BumpFrames) -> LiveTables<X86_64> {
     let tables = unsafe { LiveTables::<X86_64>::new(root, Level::L4, 0) };
 
     let sections = [
-        ("text", &raw const __text_start, &raw const __text_end, false, true),
-        ("rodata", &raw const __rodata_start, &raw const __rodata_end, false, false),
-        ("data+bss", &raw const __data_start, &raw const __kernel_end, true, false),
+        (
+            "text",
+            &raw const __text_start,
+            &raw const __text_end,
+            false,
+            true,
+        ),
+        (
+            "rodata",
+            &raw const __rodata_start,
+            &raw const __rodata_end,
+            false,
+            false,
+        ),
+        (
+            "data+bss",
+            &raw const __data_start,
+            &raw const __kernel_end,
+            true,
+            false,
+        ),
     ];
     for (name, start, end, writable, executable) in sections {
         let (start, end) = (start as u64, (end as u64 + 0xfff) & !0xfff);

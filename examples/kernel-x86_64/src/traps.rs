@@ -9,6 +9,7 @@
 //! `iretq`s, re-executing the faulting instruction.
 
 use core::arch::global_asm;
+use core::cell::UnsafeCell;
 use core::fmt::Write;
 
 use x86_64::VirtAddr;
@@ -176,7 +177,20 @@ unsafe extern "C" {
 /// The vector of a page fault.
 pub const PAGE_FAULT: u64 = 14;
 
-static mut IDT: InterruptDescriptorTable = InterruptDescriptorTable::new();
+/// The IDT: written once by [`init`] on the boot CPU, then only read by the CPU.
+struct Idt(UnsafeCell<InterruptDescriptorTable>);
+
+// SAFETY: the table is written only by `init`, once, before interrupts or exceptions use
+// it; afterwards nothing writes it.
+unsafe impl Sync for Idt {}
+
+impl Idt {
+    fn get(&self) -> *mut InterruptDescriptorTable {
+        self.0.get()
+    }
+}
+
+static IDT: Idt = Idt(UnsafeCell::new(InterruptDescriptorTable::new()));
 
 /// Points every exception vector at its stub and loads the IDT.
 pub fn init() {
@@ -184,7 +198,7 @@ pub fn init() {
     let stubs = unsafe { trap_stub_table };
     // SAFETY: called once on the boot CPU before any other code uses the IDT, so this
     // is the only reference to it.
-    let idt = unsafe { &mut *(&raw mut IDT) };
+    let idt = unsafe { &mut *IDT.get() };
     macro_rules! install {
         ($($field:ident = $vector:literal),* $(,)?) => {$(
             install(&mut idt.$field, stubs[$vector]);
@@ -217,7 +231,7 @@ pub fn init() {
     );
     // SAFETY: the IDT is a static that lives for the whole run and is not changed
     // after this point.
-    unsafe { (*(&raw const IDT)).load_unsafe() };
+    unsafe { (*IDT.get()).load_unsafe() };
 }
 
 fn install<F>(entry: &mut Entry<F>, stub: u64) {
