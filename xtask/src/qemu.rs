@@ -666,6 +666,14 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
         assert!(KernelArch::parse("riscv64").is_err());
     }
 
+    /// Builds and boots both kernels (needs QEMU; run with `--ignored`).
+    #[test]
+    #[ignore = "boots QEMU; run with `cargo test -p xtask -- --ignored`"]
+    fn both_kernels_boot_and_pass() {
+        let summary = boot_and_check().unwrap();
+        assert!(summary.starts_with("both kernels passed"), "{summary}");
+    }
+
     #[test]
     fn kvm_replaces_the_emulated_cpu() {
         let tcg = KernelArch::Aarch64.qemu_args(false);
