@@ -16,6 +16,7 @@
 mod boot;
 mod exit;
 mod fault;
+mod gdt;
 mod mmu;
 mod platform;
 mod serial;
@@ -53,8 +54,12 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
             ", INVALID"
         }
     );
+    gdt::init();
     traps::init();
-    let _ = writeln!(Serial, "traps: IDT loaded, 32 exception vectors");
+    let _ = writeln!(
+        Serial,
+        "traps: GDT+TSS loaded (double faults on their own stack), IDT with 32 exception vectors"
+    );
     let mut frames = mmu::frame_pool();
     let tables = mmu::init(&mut frames);
     let mut device = DeviceMemory::new(mmu::device_memory());

@@ -13,7 +13,7 @@ use core::cell::UnsafeCell;
 use core::fmt::Write;
 
 use x86_64::VirtAddr;
-use x86_64::structures::idt::{Entry, InterruptDescriptorTable};
+use x86_64::structures::idt::{Entry, EntryOptions, InterruptDescriptorTable};
 
 use crate::serial::Serial;
 
@@ -229,15 +229,20 @@ pub fn init() {
         vmm_communication_exception = 29,
         security_exception = 30,
     );
+    // SAFETY: IST slot 0 of the TSS `gdt::init` loaded holds a dedicated stack.
+    unsafe {
+        install(&mut idt.double_fault, stubs[8])
+            .set_stack_index(crate::gdt::DOUBLE_FAULT_IST_INDEX);
+    }
     // SAFETY: the IDT is a static that lives for the whole run and is not changed
     // after this point.
     unsafe { (*IDT.get()).load_unsafe() };
 }
 
-fn install<F>(entry: &mut Entry<F>, stub: u64) {
+fn install<F>(entry: &mut Entry<F>, stub: u64) -> &mut EntryOptions {
     // SAFETY: `stub` is the address of the assembly stub for this vector, which handles
     // the CPU's frame (with or without error code) for exactly this vector.
-    unsafe { entry.set_handler_addr(VirtAddr::new(stub)) };
+    unsafe { entry.set_handler_addr(VirtAddr::new(stub)) }
 }
 
 /// Called by `trap_common` with the saved registers; returning resumes at `frame.rip`.
