@@ -33,6 +33,9 @@ use platform::Aarch64Platform;
 /// The demo state, shared between `kernel_main` and the abort handler.
 type KernelDemo = Demo<Aarch64Platform, BumpFrames, DeviceResolver<'static>>;
 
+/// Where QEMU `-M virt` puts the device tree for an ELF linked at 0x4020_0000.
+const DTB_ADDRESS: u64 = 0x4000_0000;
+
 /// The demo state the abort handler borrows.
 static DEMO: TryCell<KernelDemo> = TryCell::new();
 
@@ -44,6 +47,20 @@ extern "C" fn kernel_main(dtb: u64) -> ! {
     let _ = writeln!(
         Pl011,
         "devpriv-kernel aarch64: running at EL{el} (x0={dtb:#x}), vectors installed"
+    );
+    // SAFETY: with the MMU off, RAM is reachable at its physical address; QEMU put the
+    // device tree at the start of RAM (we are linked 2 MiB above it), and the kernel
+    // image does not overlap it.
+    let dtb_magic = unsafe { (DTB_ADDRESS as *const u32).read_volatile() };
+    let _ = writeln!(
+        Pl011,
+        "devpriv-kernel aarch64: device tree at {DTB_ADDRESS:#x} (magic {:#x}{})",
+        u32::from_be(dtb_magic),
+        if u32::from_be(dtb_magic) == 0xd00d_feed {
+            ", valid"
+        } else {
+            ", not found"
+        }
     );
     let mut frames = mmu::frame_pool();
     let tables = mmu::init(&mut frames);
