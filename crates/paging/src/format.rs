@@ -1,0 +1,121 @@
+//! What the page table needs from an entry format beyond encode/decode: root levels,
+//! address canonicality, fast paths and break-before-make.
+
+use devpriv_pte::arch::aarch64::Aarch64;
+use devpriv_pte::arch::x86_64::X86_64;
+use devpriv_pte::{Entry, Level, Pfn, PteFormat};
+
+use crate::bbm;
+
+/// An entry format the page table can walk. Implemented for
+/// [`X86_64`] and [`Aarch64`].
+pub trait PagingFormat: PteFormat {
+    /// Whether a table walk may start at `level` (x86_64: 4 or 5; aarch64: 2, 3 or 4).
+    fn is_root_level(level: Level) -> bool;
+
+    /// Whether `va` is an address a table with `va_bits` bits of reach translates:
+    /// canonical (sign-extended) on x86_64; all-zero (TTBR0) or all-one (TTBR1) upper
+    /// bits on aarch64.
+    fn is_translatable(va: u64, va_bits: u32) -> bool;
+
+    /// Whether every address from `start` to `last` (inclusive, `start <= last`) is
+    /// translatable: both ends are, and they lie in the same half.
+    fn is_translatable_range(start: u64, last: u64, va_bits: u32) -> bool;
+
+    /// The next table if `raw` at `level` is a present table entry (no reserved-bit check).
+    fn table_pfn(raw: u64, level: Level) -> Option<Pfn>;
+
+    /// The frame and attributes if `raw` at `level` is a present leaf that decodes.
+    fn leaf(raw: u64, level: Level) -> Option<(Pfn, Self::LeafAttributes)>;
+
+    /// Whether replacing `old` by `new` in a live table needs break-before-make (write an
+    /// invalid entry, invalidate, then write `new`). See [`crate::bbm`].
+    fn needs_break_before_make(old: &Entry<Self>, new: &Entry<Self>) -> bool;
+}
+
+impl PagingFormat for X86_64 {
+    fn is_root_level(level: Level) -> bool {
+        matches!(level, Level::L4 | Level::L5)
+    }
+
+    #[inline]
+    fn is_translatable(va: u64, va_bits: u32) -> bool {
+        let shift = 64 - va_bits;
+        ((va << shift) as i64 >> shift) as u64 == va
+    }
+
+    #[inline]
+    fn is_translatable_range(start: u64, last: u64, va_bits: u32) -> bool {
+        Self::is_translatable(start, va_bits)
+            && Self::is_translatable(last, va_bits)
+            && (start ^ last) >> (va_bits - 1) == 0
+    }
+
+    #[inline]
+    fn table_pfn(raw: u64, level: Level) -> Option<Pfn> {
+        X86_64::table_pfn(raw, level)
+    }
+
+    #[inline]
+    fn leaf(raw: u64, level: Level) -> Option<(Pfn, Self::LeafAttributes)> {
+        X86_64::leaf(raw, level)
+    }
+
+    fn needs_break_before_make(_old: &Entry<Self>, _new: &Entry<Self>) -> bool {
+        false
+    }
+}
+
+impl PagingFormat for Aarch64 {
+    fn is_root_level(level: Level) -> bool {
+        matches!(level, Level::L2 | Level::L3 | Level::L4)
+    }
+
+    #[inline]
+    fn is_translatable(va: u64, va_bits: u32) -> bool {
+        let upper = va >> va_bits;
+        upper == 0 || upper == u64::MAX >> va_bits
+    }
+
+    #[inline]
+    fn is_translatable_range(start: u64, last: u64, va_bits: u32) -> bool {
+        Self::is_translatable(start, va_bits)
+            && Self::is_translatable(last, va_bits)
+            && (start ^ last) >> va_bits == 0
+    }
+
+    #[inline]
+    fn table_pfn(raw: u64, level: Level) -> Option<Pfn> {
+        Aarch64::table_pfn(raw, level)
+    }
+
+    #[inline]
+    fn leaf(raw: u64, level: Level) -> Option<(Pfn, Self::LeafAttributes)> {
+        Aarch64::leaf(raw, level)
+    }
+
+    fn needs_break_before_make(old: &Entry<Self>, new: &Entry<Self>) -> bool {
+        bbm::aarch64_needs_break_before_make(old, new)
+    }
+}
+
+/// The aarch64 root level for a `va_bits`-bit address space with the 4 KiB granule
+/// (T0SZ = 64 - `va_bits`): 4 for 40..=48 bits, 3 for 31..=39, 2 for 25..=30; `None`
+/// outside 25..=48.
+pub const fn aarch64_root_level(va_bits: u32) -> Option<Level> {
+    match va_bits {
+        25..=30 => Some(Level::L2),
+        31..=39 => Some(Level::L3),
+        40..=48 => Some(Level::L4),
+        _ => None,
+    }
+}
+
+/// The x86_64 root level for `va_bits`: 4 for 48 bits, 5 for 57 (LA57); `None` otherwise.
+pub const fn x86_64_root_level(va_bits: u32) -> Option<Level> {
+    match va_bits {
+        48 => Some(Level::L4),
+        57 => Some(Level::L5),
+        _ => None,
+    }
+}

@@ -1,0 +1,422 @@
+//! The page table: a root frame, its level, and the mapper that reaches table memory.
+
+use core::marker::PhantomData;
+
+use devpriv_pte::{Entry, Level, PageSize, Pfn};
+
+use crate::error::PagingError;
+use crate::format::PagingFormat;
+use crate::frames::FrameAllocator;
+use crate::mapper::{PhysMapper, TableEntries};
+use crate::sync::{AtomicU64, Ordering};
+
+/// A multi-level page table of format `F` whose table frames are reached through `M`.
+///
+/// Entries are [`AtomicU64`](core::sync::atomic::AtomicU64)s, never `&mut`: the
+/// hardware walker may set accessed/dirty bits at any time, and other threads may change
+/// entries through the `&self` operations (translate, protect, split, the cursor), which
+/// use compare-exchange and report a lost race as [`PagingError::Raced`] or
+/// [`crate::ReplaceError::Raced`]. Operations that free table frames (unmap, collapse,
+/// [`destroy`](Self::destroy)) or install many entries at once (map, map_range) take
+/// `&mut self`, so no walker of this value can be inside a table while it is freed.
+///
+/// Frames come from the caller's [`FrameAllocator`], passed to each operation that
+/// needs one; TLB maintenance goes through a [`TlbInvalidate`](crate::TlbInvalidate)
+/// where an operation must flush before it can continue (break-before-make, freeing a
+/// table), and is otherwise left to the caller through the returned
+/// [`Flush`](crate::Flush) token.
+pub struct PageTable<F: PagingFormat, M: PhysMapper> {
+    root: Pfn,
+    root_level: Level,
+    mapper: M,
+    format: PhantomData<F>,
+}
+
+impl<F: PagingFormat, M: PhysMapper> core::fmt::Debug for PageTable<F, M> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PageTable")
+            .field("root", &self.root)
+            .field("root_level", &self.root_level)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A link in a chain of frames that are not (or no longer) part of the table, kept in the
+/// frames' own entry 0. Bit 0 is clear, so a stale walker that still reaches the frame
+/// sees an invalid entry on both architectures.
+const fn chain_link(next: Option<Pfn>) -> u64 {
+    match next {
+        Some(p) => (p.number() + 1) << 12,
+        None => 0,
+    }
+}
+
+const fn chain_next(link: u64) -> Option<Pfn> {
+    if link == 0 {
+        None
+    } else {
+        Some(Pfn::new((link >> 12) - 1))
+    }
+}
+
+/// A stack of frames threaded through their entry 0 (no allocation needed).
+#[derive(Debug, Default)]
+pub(crate) struct FrameChain {
+    head: Option<Pfn>,
+    len: u64,
+}
+
+impl FrameChain {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+}
+
+impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
+    /// A new, empty page table with its root at `root_level`, the root frame taken from
+    /// `alloc` and zeroed.
+    ///
+    /// Fails with [`PagingError::InvalidRootLevel`] if the format cannot start a walk at
+    /// `root_level` (x86_64: 4 or 5; aarch64: 2, 3 or 4, see
+    /// [`aarch64_root_level`](crate::aarch64_root_level)), or
+    /// [`PagingError::OutOfFrames`].
+    pub fn new(
+        root_level: Level,
+        mapper: M,
+        alloc: &mut impl FrameAllocator,
+    ) -> Result<Self, PagingError> {
+        if !F::is_root_level(root_level) {
+            return Err(PagingError::InvalidRootLevel(root_level));
+        }
+        let root = alloc.allocate()?;
+        let table = Self {
+            root,
+            root_level,
+            mapper,
+            format: PhantomData,
+        };
+        table.zero(root);
+        Ok(table)
+    }
+
+    /// The page table whose root table is `root`, at `root_level`.
+    ///
+    /// Fails with [`PagingError::InvalidRootLevel`] as [`new`](Self::new) does.
+    ///
+    /// # Safety
+    ///
+    /// `root` must hold a table of format `F` at `root_level` whose every table entry
+    /// points to a table frame `mapper` reaches (see [`PhysMapper`]), and nothing else
+    /// may free or rewrite those tables (other than atomic entry updates) while the
+    /// returned value lives. Frames freed by this value's operations go to the
+    /// allocator passed to them, so the tables should have come from that allocator.
+    pub unsafe fn from_root(root: Pfn, root_level: Level, mapper: M) -> Result<Self, PagingError> {
+        if !F::is_root_level(root_level) {
+            return Err(PagingError::InvalidRootLevel(root_level));
+        }
+        Ok(Self {
+            root,
+            root_level,
+            mapper,
+            format: PhantomData,
+        })
+    }
+
+    /// The root table's frame (what CR3 / TTBR points to).
+    pub const fn root(&self) -> Pfn {
+        self.root
+    }
+
+    /// The level the walk starts at.
+    pub const fn root_level(&self) -> Level {
+        self.root_level
+    }
+
+    /// The number of virtual-address bits the table resolves (48 for a level-4 root).
+    pub const fn va_bits(&self) -> u32 {
+        self.root_level.shift() + 9
+    }
+
+    /// The mapper.
+    pub const fn mapper(&self) -> &M {
+        &self.mapper
+    }
+
+    /// Frees every table frame (not the frames leaves point to) and consumes the table.
+    ///
+    /// The table must not be in use by any CPU (flush its translations first, or switch
+    /// to another root).
+    pub fn destroy(self, alloc: &mut impl FrameAllocator) {
+        self.free_subtree(self.root, self.root_level, alloc);
+        alloc.free(self.root);
+    }
+
+    fn free_subtree(&self, table: Pfn, level: Level, alloc: &mut impl FrameAllocator) {
+        let Some(lower) = level.next_lower() else {
+            return;
+        };
+        for entry in self.entries(table) {
+            if let Some(next) = F::table_pfn(entry.load(Ordering::Acquire), level) {
+                self.free_subtree(next, lower, alloc);
+                alloc.free(next);
+            }
+        }
+    }
+
+    /// The entries of table `frame`.
+    #[inline]
+    pub(crate) fn entries(&self, frame: Pfn) -> &TableEntries {
+        // SAFETY: by the `PhysMapper` contract the pointer is valid for the whole array
+        // while `frame` is a table of this page table; table frames are freed only
+        // through `&mut self`, so none is freed while this shared borrow lives. The
+        // array holds atomics, so shared references may coexist with hardware and
+        // other threads' atomic writes.
+        unsafe { self.mapper.table(frame).as_ref() }
+    }
+
+    /// The atomic entry `index` of table `frame`.
+    #[inline]
+    pub(crate) fn entry(&self, frame: Pfn, index: usize) -> &AtomicU64 {
+        &self.entries(frame)[index]
+    }
+
+    pub(crate) fn zero(&self, frame: Pfn) {
+        for entry in self.entries(frame) {
+            entry.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The raw table entry pointing to `next` at `level`.
+    #[inline]
+    pub(crate) fn table_raw(next: Pfn, level: Level) -> Result<u64, PagingError> {
+        Ok(F::encode(
+            &Entry::Table {
+                next,
+                attrs: Default::default(),
+            },
+            level,
+        )?)
+    }
+
+    /// Checks `[va, va + len)` is non-empty, `align`-aligned (start and length) and
+    /// translatable; returns the last address.
+    pub(crate) fn check_range(&self, va: u64, len: u64, align: u64) -> Result<u64, PagingError> {
+        if len == 0 {
+            return Err(PagingError::EmptyRange);
+        }
+        if va & (align - 1) != 0 {
+            return Err(PagingError::Unaligned {
+                value: va,
+                required: align,
+            });
+        }
+        if len & (align - 1) != 0 {
+            return Err(PagingError::Unaligned {
+                value: len,
+                required: align,
+            });
+        }
+        let Some(last) = va.checked_add(len - 1) else {
+            return Err(PagingError::OutOfRange { va: u64::MAX });
+        };
+        if !F::is_translatable(va, self.va_bits()) {
+            return Err(PagingError::OutOfRange { va });
+        }
+        if !F::is_translatable_range(va, last, self.va_bits()) {
+            return Err(PagingError::OutOfRange { va: last });
+        }
+        Ok(last)
+    }
+
+    /// Checks a single address is translatable.
+    pub(crate) fn check_va(&self, va: u64) -> Result<(), PagingError> {
+        if F::is_translatable(va, self.va_bits()) {
+            Ok(())
+        } else {
+            Err(PagingError::OutOfRange { va })
+        }
+    }
+
+    /// Takes a frame from `alloc` and zeroes it.
+    pub(crate) fn allocate_table(
+        &self,
+        alloc: &mut impl FrameAllocator,
+    ) -> Result<Pfn, PagingError> {
+        let frame = alloc.allocate()?;
+        self.zero(frame);
+        Ok(frame)
+    }
+
+    /// Pushes `frame` (no longer reachable by software walkers) onto `chain`.
+    pub(crate) fn chain_push(&self, chain: &mut FrameChain, frame: Pfn) {
+        self.entry(frame, 0)
+            .store(chain_link(chain.head), Ordering::Relaxed);
+        chain.head = Some(frame);
+        chain.len += 1;
+    }
+
+    /// Pops a frame from `chain`, zeroed.
+    pub(crate) fn chain_pop(&self, chain: &mut FrameChain) -> Option<Pfn> {
+        let frame = chain.head?;
+        chain.head = chain_next(self.entry(frame, 0).load(Ordering::Relaxed));
+        chain.len -= 1;
+        self.entry(frame, 0).store(0, Ordering::Relaxed);
+        Some(frame)
+    }
+
+    /// Gives every frame of `chain` back to `alloc`.
+    pub(crate) fn chain_free(&self, mut chain: FrameChain, alloc: &mut impl FrameAllocator) {
+        while let Some(frame) = self.chain_pop(&mut chain) {
+            alloc.free(frame);
+        }
+    }
+
+    /// Fills `chain` with `count` zeroed frames; on failure gives back what it took.
+    pub(crate) fn chain_fill(
+        &self,
+        chain: &mut FrameChain,
+        count: u64,
+        alloc: &mut impl FrameAllocator,
+    ) -> Result<(), PagingError> {
+        for _ in 0..count {
+            match alloc.allocate() {
+                Ok(frame) => {
+                    if let Err(e) = Self::table_raw(frame, Level::L2) {
+                        alloc.free(frame);
+                        self.chain_free(core::mem::take(chain), alloc);
+                        return Err(e);
+                    }
+                    self.zero(frame);
+                    self.chain_push(chain, frame);
+                }
+                Err(e) => {
+                    self.chain_free(core::mem::take(chain), alloc);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks from the root towards `va`, stopping at `stop` or at the first entry that
+    /// is not a table. Returns the table holding that entry, the entry's level and its
+    /// raw value.
+    #[inline]
+    pub(crate) fn walk_to(&self, va: u64, stop: Level) -> (Pfn, Level, u64) {
+        let mut table = self.root;
+        let mut level = self.root_level;
+        loop {
+            let raw = self
+                .entry(table, level.table_index(va))
+                .load(Ordering::Acquire);
+            if level == stop {
+                return (table, level, raw);
+            }
+            match F::table_pfn(raw, level) {
+                Some(next) => {
+                    table = next;
+                    level = level.next_lower().expect("table entry at level 1");
+                }
+                None => return (table, level, raw),
+            }
+        }
+    }
+
+    /// The entry at `level` on the walk to `va`, decoded.
+    ///
+    /// Fails with [`PagingError::NotMapped`] if the walk ends above `level` at an
+    /// absent entry, [`PagingError::PartialBlock`] if it ends at a leaf or software
+    /// entry above `level`, [`PagingError::OutOfRange`] for an address the table does not
+    /// translate or a level above the root, and [`PagingError::Corrupt`] if the entry
+    /// does not decode.
+    pub fn entry_at(&self, va: u64, level: Level) -> Result<Entry<F>, PagingError> {
+        self.check_va(va)?;
+        if level > self.root_level {
+            return Err(PagingError::OutOfRange { va });
+        }
+        let (_, found, raw) = self.walk_to(va, level);
+        let entry = F::decode(raw, found).map_err(|error| PagingError::Corrupt {
+            va,
+            level: found,
+            error,
+        })?;
+        if found == level {
+            return Ok(entry);
+        }
+        match entry {
+            Entry::Absent => Err(PagingError::NotMapped { va }),
+            _ => Err(PagingError::PartialBlock {
+                va: va & !(found.entry_span() - 1),
+                level: found,
+            }),
+        }
+    }
+
+    /// The lowest entry on the walk to `va` (a leaf, a software entry, or an absent
+    /// entry at the level the walk stopped), with its level.
+    pub fn lookup(&self, va: u64) -> Result<(Level, Entry<F>), PagingError> {
+        self.check_va(va)?;
+        let (_, level, raw) = self.walk_to(va, Level::L1);
+        let entry =
+            F::decode(raw, level).map_err(|error| PagingError::Corrupt { va, level, error })?;
+        Ok((level, entry))
+    }
+
+    /// Translates `va`: the physical address and the leaf entry mapping it, or `None`
+    /// if no present leaf maps it (absent, software entry, or an address the table does
+    /// not translate).
+    #[inline]
+    pub fn translate(&self, va: u64) -> Option<Translation<F>> {
+        if !F::is_translatable(va, self.va_bits()) {
+            return None;
+        }
+        let (_, level, raw) = self.walk_to(va, Level::L1);
+        let (pfn, attrs) = F::leaf(raw, level)?;
+        let size = level.leaf_size()?;
+        Some(Translation {
+            pa: pfn.phys_addr() + (va & (size.bytes() - 1)),
+            pfn,
+            size,
+            attrs,
+        })
+    }
+}
+
+/// The result of [`PageTable::translate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation<F: PagingFormat> {
+    /// The physical address `va` translates to.
+    pub pa: u64,
+    /// The first frame of the leaf.
+    pub pfn: Pfn,
+    /// The leaf's size.
+    pub size: PageSize,
+    /// The leaf's attributes.
+    pub attrs: F::LeafAttributes,
+}
+
+impl<F: PagingFormat> Translation<F> {
+    /// The leaf as an [`Entry`].
+    pub fn entry(&self) -> Entry<F> {
+        Entry::Leaf {
+            pfn: self.pfn,
+            size: self.size,
+            attrs: self.attrs,
+        }
+    }
+}
+
+/// Whether `raw` at `level` means "nothing here" (zero, or x86_64's A/D-only erratum
+/// values).
+#[inline]
+pub(crate) fn is_absent<F: PagingFormat>(raw: u64, level: Level) -> bool {
+    raw == 0 || matches!(F::decode(raw, level), Ok(Entry::Absent))
+}
+
+/// The span of the entry at `level` containing `va`, clipped to `[start, last]`:
+/// `(entry_start, entry_last, chunk_start, chunk_last)`.
+#[inline]
+pub(crate) fn chunk(level: Level, es: u64, start: u64, last: u64) -> (u64, u64, u64) {
+    let ee = es + (level.entry_span() - 1);
+    (ee, start.max(es), last.min(ee))
+}

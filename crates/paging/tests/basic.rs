@@ -1,0 +1,928 @@
+//! Operations one by one, on both formats, through the software MMU; bad input gets a
+//! typed error and leaves the table unchanged.
+
+use devpriv_paging::model::{Access, Memory, Mmu, MmuError};
+use devpriv_paging::{
+    Flush, FlushBatch, NoInvalidate, PageTable, PagingError, PagingFormat, ReplaceError,
+    needs_break_before_make,
+};
+use devpriv_pte::arch::aarch64::{self, Aarch64};
+use devpriv_pte::arch::x86_64::{self, X86_64};
+use devpriv_pte::{
+    DeviceAccess, DeviceIndex, Entry, LeafAttributes, Level, MemoryType, MigrationAccess,
+    PageProperty, PageSize, Pfn, SoftwareEntry, SoftwareKind,
+};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+fn rw<F: PagingFormat>() -> F::LeafAttributes {
+    F::LeafAttributes::from_property(PageProperty {
+        writable: true,
+        accessed: true,
+        ..PageProperty::default()
+    })
+}
+
+fn ro<F: PagingFormat>() -> F::LeafAttributes {
+    F::LeafAttributes::from_property(PageProperty {
+        accessed: true,
+        ..PageProperty::default()
+    })
+}
+
+fn root_level<F: PagingFormat>() -> Level {
+    if F::is_root_level(Level::L5) {
+        Level::L4
+    } else {
+        Level::L3
+    }
+}
+
+struct World<'m, F: PagingFormat> {
+    memory: &'m Memory,
+    table: PageTable<F, &'m Memory>,
+    mmu: Mmu<'m, F>,
+}
+
+fn world<F: PagingFormat>(memory: &Memory) -> World<'_, F> {
+    let mut alloc = memory;
+    let table = PageTable::<F, _>::new(root_level::<F>(), memory, &mut alloc).unwrap();
+    let mmu = Mmu::new(memory, table.root(), table.root_level());
+    World { memory, table, mmu }
+}
+
+impl<F: PagingFormat> World<'_, F> {
+    fn finish(self) {
+        self.mmu.assert_clean();
+        let mut alloc = self.memory;
+        self.table.destroy(&mut alloc);
+        assert_eq!(self.memory.live_frames(), 0, "leaked table frames");
+    }
+}
+
+fn map_translate_unmap<F: PagingFormat>() {
+    let memory = Memory::new(64);
+    let mut w = world::<F>(&memory);
+    let mut alloc = &memory;
+    // 4 KiB, 2 MiB and 1 GiB leaves.
+    w.table
+        .map(
+            0x1000,
+            Pfn::new(0x42),
+            PageSize::Size4KiB,
+            rw::<F>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .flush(&w.mmu);
+    w.table
+        .map(
+            2 * MIB,
+            Pfn::new(0x200),
+            PageSize::Size2MiB,
+            ro::<F>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .flush(&w.mmu);
+    w.table
+        .map(
+            GIB,
+            Pfn::new(0x40000),
+            PageSize::Size1GiB,
+            rw::<F>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(w.mmu.access(0x1abc, Access::Write), Ok(0x42abc));
+    assert_eq!(w.mmu.access(2 * MIB + 0x1234, Access::Read), Ok(0x20_1234));
+    assert_eq!(
+        w.mmu.access(2 * MIB, Access::Write),
+        Err(MmuError::ReadOnly)
+    );
+    assert_eq!(w.mmu.access(GIB + 5, Access::Read), Ok(0x4000_0005));
+    let t = w.table.translate(2 * MIB + 0x10).unwrap();
+    assert_eq!((t.pa, t.size), (0x20_0010, PageSize::Size2MiB));
+    assert_eq!(
+        w.table.entry_at(2 * MIB, Level::L2).unwrap(),
+        Entry::Leaf {
+            pfn: Pfn::new(0x200),
+            size: PageSize::Size2MiB,
+            attrs: ro::<F>()
+        }
+    );
+    assert!(matches!(
+        w.table.entry_at(2 * MIB, Level::L1),
+        Err(PagingError::PartialBlock {
+            level: Level::L2,
+            ..
+        })
+    ));
+    assert!(w.table.translate(0x3000).is_none());
+    // Unmap everything, which frees every table but the root.
+    let before = memory.live_frames();
+    assert!(before > 1);
+    w.table
+        .unmap(0, 2 * GIB, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(memory.live_frames(), 1);
+    assert!(w.mmu.access(0x1abc, Access::Read).is_err());
+    assert!(w.mmu.access(GIB, Access::Read).is_err());
+    w.finish();
+}
+
+#[test]
+fn map_translate_unmap_x86_64() {
+    map_translate_unmap::<X86_64>();
+}
+
+#[test]
+fn map_translate_unmap_aarch64() {
+    map_translate_unmap::<Aarch64>();
+}
+
+fn map_range_uses_largest_sizes<F: PagingFormat>() {
+    let memory = Memory::new(64);
+    let mut w = world::<F>(&memory);
+    let mut alloc = &memory;
+    // 4 KiB head, 2 MiB blocks, a 1 GiB block, 2 MiB, 4 KiB tail.
+    let va = GIB - 2 * MIB - 0x3000;
+    let len = 0x3000 + 2 * MIB + GIB + 2 * MIB + 0x1000;
+    let pa = 0x80_0000_0000 + va;
+    w.table
+        .map_range(va, pa, len, rw::<F>(), &mut alloc)
+        .unwrap()
+        .flush(&w.mmu);
+    let size = |v: u64| w.table.translate(v).unwrap().size;
+    assert_eq!(size(va), PageSize::Size4KiB);
+    assert_eq!(size(GIB - 2 * MIB), PageSize::Size2MiB);
+    assert_eq!(size(GIB + 12345), PageSize::Size1GiB);
+    assert_eq!(size(2 * GIB + 5), PageSize::Size2MiB);
+    assert_eq!(size(2 * GIB + 2 * MIB), PageSize::Size4KiB);
+    assert!(w.table.translate(2 * GIB + 2 * MIB + 0x1000).is_none());
+    for v in (va..va + len).step_by(0x7_3000) {
+        assert_eq!(w.mmu.access(v, Access::Read), Ok(pa + (v - va)));
+    }
+    // Overlapping ranges are refused whole.
+    let live = memory.live_frames();
+    assert_eq!(
+        w.table
+            .map_range(va - 0x1000, 0x1000, 0x2000, rw::<F>(), &mut alloc),
+        Err(PagingError::Occupied {
+            va,
+            level: Level::L1
+        })
+    );
+    assert_eq!(memory.live_frames(), live);
+    assert!(w.table.translate(va - 0x1000).is_none());
+    // Misaligned physical vs virtual offsets within 2 MiB: 4 KiB pages only.
+    w.table
+        .map_range(8 * GIB + 0x1000, 0x20_0000, 4 * MIB, ro::<F>(), &mut alloc)
+        .unwrap()
+        .ignore();
+    assert_eq!(
+        w.table.translate(8 * GIB + 2 * MIB).unwrap().size,
+        PageSize::Size4KiB
+    );
+    w.table
+        .unmap(0, 16 * GIB, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(memory.live_frames(), 1);
+    w.finish();
+}
+
+#[test]
+fn map_range_uses_largest_sizes_x86_64() {
+    map_range_uses_largest_sizes::<X86_64>();
+}
+
+#[test]
+fn map_range_uses_largest_sizes_aarch64() {
+    map_range_uses_largest_sizes::<Aarch64>();
+}
+
+fn bad_input<F: PagingFormat>() {
+    let memory = Memory::new(64);
+    let mut w = world::<F>(&memory);
+    let mut alloc = &memory;
+    let a = rw::<F>();
+    assert_eq!(
+        w.table
+            .map(0x1001, Pfn::new(1), PageSize::Size4KiB, a, &mut alloc),
+        Err(PagingError::Unaligned {
+            value: 0x1001,
+            required: 0x1000
+        })
+    );
+    assert_eq!(
+        w.table
+            .map(0x1000, Pfn::new(1), PageSize::Size2MiB, a, &mut alloc),
+        Err(PagingError::Unaligned {
+            value: 0x1000,
+            required: 2 * MIB
+        })
+    );
+    assert_eq!(
+        w.table
+            .map(0, Pfn::new(0x201), PageSize::Size2MiB, a, &mut alloc),
+        Err(PagingError::Unaligned {
+            value: 0x201000,
+            required: 2 * MIB
+        })
+    );
+    assert_eq!(
+        w.table.map_range(0, 0, 0, a, &mut alloc),
+        Err(PagingError::EmptyRange)
+    );
+    assert_eq!(
+        w.table.map_range(0, 0x10, 0x1000, a, &mut alloc),
+        Err(PagingError::Unaligned {
+            value: 0x10,
+            required: 0x1000
+        })
+    );
+    let beyond = 1u64 << w.table.va_bits();
+    assert_eq!(
+        w.table
+            .map(beyond, Pfn::new(1), PageSize::Size4KiB, a, &mut alloc),
+        Err(PagingError::OutOfRange { va: beyond })
+    );
+    assert!(matches!(
+        w.table.map_range(beyond - 0x1000, 0, 0x2000, a, &mut alloc),
+        Err(PagingError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        w.table
+            .map(0, Pfn::new(1 << 50), PageSize::Size4KiB, a, &mut alloc),
+        Err(PagingError::Encode(_))
+    ));
+    // Overlap with a block, and with a table below a block-sized slot.
+    w.table
+        .map(2 * MIB, Pfn::new(0x400), PageSize::Size2MiB, a, &mut alloc)
+        .unwrap()
+        .ignore();
+    assert_eq!(
+        w.table.map(
+            2 * MIB + 0x5000,
+            Pfn::new(1),
+            PageSize::Size4KiB,
+            a,
+            &mut alloc
+        ),
+        Err(PagingError::Occupied {
+            va: 2 * MIB,
+            level: Level::L2
+        })
+    );
+    w.table
+        .map(0x5000, Pfn::new(1), PageSize::Size4KiB, a, &mut alloc)
+        .unwrap()
+        .ignore();
+    assert_eq!(
+        w.table
+            .map(0, Pfn::new(0x600), PageSize::Size2MiB, a, &mut alloc),
+        Err(PagingError::Occupied {
+            va: 0,
+            level: Level::L2
+        })
+    );
+    // Unmap / protect cutting a block.
+    assert_eq!(
+        w.table.unmap(2 * MIB + 0x1000, 0x1000, &mut alloc, &w.mmu),
+        Err(PagingError::PartialBlock {
+            va: 2 * MIB,
+            level: Level::L2
+        })
+    );
+    assert_eq!(
+        w.table.protect(3 * MIB, MIB, |a| a, &w.mmu),
+        Err(PagingError::PartialBlock {
+            va: 2 * MIB,
+            level: Level::L2
+        })
+    );
+    assert!(w.table.translate(2 * MIB).is_some());
+    assert_eq!(
+        w.table.split(0x5000, &mut alloc, &w.mmu),
+        Err(PagingError::NotSplittable {
+            va: 0x5000,
+            level: Level::L1
+        })
+    );
+    assert_eq!(
+        w.table.split(64 * MIB, &mut alloc, &w.mmu),
+        Err(PagingError::NotSplittable {
+            va: 64 * MIB,
+            level: Level::L2
+        })
+    );
+    assert_eq!(
+        w.table.collapse(0, Level::L2, &mut alloc, &w.mmu),
+        Err(PagingError::NotCollapsible { va: 0 })
+    );
+    assert_eq!(w.table.translate(0x5000).unwrap().pa, 0x1000);
+    w.finish();
+}
+
+#[test]
+fn bad_input_x86_64() {
+    bad_input::<X86_64>();
+}
+
+#[test]
+fn bad_input_aarch64() {
+    bad_input::<Aarch64>();
+}
+
+#[test]
+fn root_levels() {
+    let memory = Memory::new(8);
+    let mut alloc = &memory;
+    assert_eq!(
+        PageTable::<X86_64, _>::new(Level::L3, &memory, &mut alloc).unwrap_err(),
+        PagingError::InvalidRootLevel(Level::L3)
+    );
+    assert_eq!(
+        PageTable::<Aarch64, _>::new(Level::L5, &memory, &mut alloc).unwrap_err(),
+        PagingError::InvalidRootLevel(Level::L5)
+    );
+    assert_eq!(devpriv_paging::aarch64_root_level(39), Some(Level::L3));
+    assert_eq!(devpriv_paging::aarch64_root_level(48), Some(Level::L4));
+    assert_eq!(devpriv_paging::x86_64_root_level(57), Some(Level::L5));
+    // 5-level x86_64 reaches 57 bits, canonical upper half included.
+    let mut t = PageTable::<X86_64, _>::new(Level::L5, &memory, &mut alloc).unwrap();
+    let high = 0xff00_0000_0000_0000u64;
+    t.map(
+        high,
+        Pfn::new(7),
+        PageSize::Size4KiB,
+        rw::<X86_64>(),
+        &mut alloc,
+    )
+    .unwrap()
+    .ignore();
+    assert_eq!(t.translate(high + 3).unwrap().pa, 0x7003);
+    assert_eq!(
+        t.map(
+            1 << 56,
+            Pfn::new(7),
+            PageSize::Size4KiB,
+            rw::<X86_64>(),
+            &mut alloc
+        ),
+        Err(PagingError::OutOfRange { va: 1 << 56 })
+    );
+    t.destroy(&mut alloc);
+    // 39-bit aarch64 (3 levels) and its TTBR1 half.
+    let mut t = PageTable::<Aarch64, _>::new(Level::L3, &memory, &mut alloc).unwrap();
+    let high = 0xffff_ff80_0000_0000u64;
+    t.map(
+        high,
+        Pfn::new(7),
+        PageSize::Size4KiB,
+        rw::<Aarch64>(),
+        &mut alloc,
+    )
+    .unwrap()
+    .ignore();
+    assert_eq!(t.translate(high + 3).unwrap().pa, 0x7003);
+    assert_eq!(
+        t.map(
+            1 << 39,
+            Pfn::new(7),
+            PageSize::Size4KiB,
+            rw::<Aarch64>(),
+            &mut alloc
+        ),
+        Err(PagingError::OutOfRange { va: 1 << 39 })
+    );
+    t.destroy(&mut alloc);
+    assert_eq!(memory.live_frames(), 0);
+}
+
+fn allocator_runs_out<F: PagingFormat>() {
+    let memory = Memory::new(64);
+    let mut w = world::<F>(&memory);
+    let mut alloc = &memory;
+    w.table
+        .map(
+            0x1000,
+            Pfn::new(1),
+            PageSize::Size4KiB,
+            rw::<F>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .ignore();
+    let live = memory.live_frames();
+    // The range needs three new tables (level 1 below 1 GiB, level 2 and 1 at 3 GiB).
+    for budget in 0..3 {
+        memory.set_budget(Some(budget));
+        let r = w
+            .table
+            .map_range(GIB - 0x1000, 0, 2 * GIB + 0x2000, rw::<F>(), &mut alloc);
+        assert_eq!(r, Err(PagingError::OutOfFrames), "budget {budget}");
+        assert_eq!(memory.live_frames(), live, "leak at budget {budget}");
+        assert!(w.table.translate(GIB).is_none());
+        assert_eq!(w.table.translate(0x1000).unwrap().pa, 0x1000);
+        memory.set_budget(Some(budget));
+        let r = w.table.map(
+            64 * GIB,
+            Pfn::new(1),
+            PageSize::Size4KiB,
+            rw::<F>(),
+            &mut alloc,
+        );
+        if budget < 2 {
+            assert_eq!(r, Err(PagingError::OutOfFrames));
+            assert_eq!(memory.live_frames(), live);
+        } else {
+            r.unwrap().ignore();
+            w.table
+                .unmap(64 * GIB, 0x1000, &mut alloc, &w.mmu)
+                .unwrap()
+                .ignore();
+        }
+        memory.set_budget(Some(0));
+        assert_eq!(
+            w.table.split(0x1000, &mut alloc, &w.mmu),
+            Err(PagingError::NotSplittable {
+                va: 0x1000,
+                level: Level::L1
+            })
+        );
+    }
+    memory.set_budget(None);
+    w.finish();
+}
+
+#[test]
+fn allocator_runs_out_x86_64() {
+    allocator_runs_out::<X86_64>();
+}
+
+#[test]
+fn allocator_runs_out_aarch64() {
+    allocator_runs_out::<Aarch64>();
+}
+
+fn split_and_collapse<F: PagingFormat>() {
+    let memory = Memory::new(64);
+    let mut w = world::<F>(&memory);
+    let mut alloc = &memory;
+    w.table
+        .map(
+            2 * MIB,
+            Pfn::new(0x800),
+            PageSize::Size2MiB,
+            rw::<F>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(w.mmu.access(2 * MIB + 0x5000, Access::Read), Ok(0x80_5000));
+    w.table
+        .split(2 * MIB + 0x5000, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    w.mmu.assert_clean();
+    assert_eq!(
+        w.table.translate(2 * MIB + 0x5000).unwrap().size,
+        PageSize::Size4KiB
+    );
+    for page in 0..512 {
+        let va = 2 * MIB + page * 0x1000;
+        assert_eq!(
+            w.mmu.access(va, Access::Write),
+            Ok(0x80_0000 + page * 0x1000)
+        );
+    }
+    w.table
+        .collapse(2 * MIB, Level::L2, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    w.mmu.assert_clean();
+    assert_eq!(
+        w.table.translate(2 * MIB + 0x5000).unwrap().size,
+        PageSize::Size2MiB
+    );
+    // 1 GiB -> 2 MiB -> back.
+    w.table
+        .map(
+            GIB,
+            Pfn::new(0x80000),
+            PageSize::Size1GiB,
+            ro::<F>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .flush(&w.mmu);
+    w.table
+        .split(GIB, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(
+        w.table.translate(GIB + 3 * MIB).unwrap().pa,
+        0x8000_0000 + 3 * MIB
+    );
+    assert_eq!(w.table.translate(GIB).unwrap().size, PageSize::Size2MiB);
+    // A page of the split block with other attributes: no longer collapsible.
+    w.table
+        .split(GIB, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    w.table
+        .protect(GIB + 0x1000, 0x1000, |_| rw::<F>(), &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(
+        w.table.collapse(GIB, Level::L2, &mut alloc, &w.mmu),
+        Err(PagingError::NotCollapsible { va: GIB })
+    );
+    assert_eq!(w.mmu.access(GIB + 0x1000, Access::Write), Ok(0x8000_1000));
+    w.table
+        .protect(GIB + 0x1000, 0x1000, |_| ro::<F>(), &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    w.table
+        .collapse(GIB, Level::L2, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    if w.table.root_level() > Level::L3 {
+        w.table
+            .collapse(GIB, Level::L3, &mut alloc, &w.mmu)
+            .unwrap()
+            .flush(&w.mmu);
+        assert_eq!(w.table.translate(GIB).unwrap().size, PageSize::Size1GiB);
+    } else {
+        // The root's entries cannot collapse.
+        assert_eq!(
+            w.table.collapse(GIB, Level::L3, &mut alloc, &w.mmu),
+            Err(PagingError::NotCollapsible { va: GIB })
+        );
+    }
+    w.mmu.assert_clean();
+    w.finish();
+}
+
+#[test]
+fn split_and_collapse_x86_64() {
+    split_and_collapse::<X86_64>();
+}
+
+#[test]
+fn split_and_collapse_aarch64() {
+    split_and_collapse::<Aarch64>();
+}
+
+fn software_entries_split<F: PagingFormat>() {
+    let memory = Memory::new(64);
+    let mut w = world::<F>(&memory);
+    let mut alloc = &memory;
+    // Make the level-2 slot exist, then write a 2 MiB device-private entry with the
+    // cursor.
+    w.table
+        .map(0, Pfn::new(1), PageSize::Size4KiB, rw::<F>(), &mut alloc)
+        .unwrap()
+        .ignore();
+    let sw = SoftwareEntry::new(SoftwareKind::DevicePrivate {
+        access: DeviceAccess::Write,
+        index: DeviceIndex::new(0x1000),
+    });
+    {
+        let mut cursor = w.table.cursor(2 * MIB, 2 * MIB).unwrap();
+        let mut slot = cursor.next().unwrap();
+        assert_eq!((slot.va(), slot.level()), (2 * MIB, Level::L2));
+        assert_eq!(slot.entry(), Ok(Entry::Absent));
+        slot.replace(&Entry::Software(sw)).unwrap().flush(&w.mmu);
+        assert!(cursor.next().is_none());
+    }
+    w.table
+        .split(2 * MIB + 0x3000, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    let (level, entry) = w.table.lookup(2 * MIB + 0x3000).unwrap();
+    assert_eq!(level, Level::L1);
+    assert_eq!(
+        entry,
+        Entry::Software(SoftwareEntry::new(SoftwareKind::DevicePrivate {
+            access: DeviceAccess::Write,
+            index: DeviceIndex::new(0x1003),
+        }))
+    );
+    assert!(matches!(
+        w.mmu.access(2 * MIB + 0x3000, Access::Read),
+        Err(MmuError::NotMapped { .. })
+    ));
+    w.table
+        .collapse(2 * MIB, Level::L2, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(
+        w.table.entry_at(2 * MIB, Level::L2).unwrap(),
+        Entry::Software(sw)
+    );
+    // Unmap clears software entries too.
+    w.table
+        .unmap(0, 4 * MIB, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(memory.live_frames(), 1);
+    w.finish();
+}
+
+#[test]
+fn software_entries_split_x86_64() {
+    software_entries_split::<X86_64>();
+}
+
+#[test]
+fn software_entries_split_aarch64() {
+    software_entries_split::<Aarch64>();
+}
+
+fn cursor_visits_and_replaces<F: PagingFormat>() {
+    let memory = Memory::new(64);
+    let mut w = world::<F>(&memory);
+    let mut alloc = &memory;
+    w.table
+        .map_range(0, 0x10_0000, 0x4000, rw::<F>(), &mut alloc)
+        .unwrap()
+        .ignore();
+    w.table
+        .map(
+            2 * MIB,
+            Pfn::new(0x600),
+            PageSize::Size2MiB,
+            rw::<F>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .ignore();
+    for va in [0, 0x1000, 0x2000, 0x3000, 2 * MIB] {
+        w.mmu.access(va, Access::Read).unwrap();
+    }
+    // Range [0x2000, 3 MiB): two pages, 510 absent 4 KiB slots, one 2 MiB block.
+    let slots: Vec<_> = w
+        .table
+        .cursor(0x2000, 3 * MIB - 0x2000)
+        .unwrap()
+        .map(|s| (s.va(), s.level(), s.entry().unwrap().kind_name()))
+        .collect();
+    assert_eq!(slots.len(), 510 + 1);
+    assert_eq!(slots[0], (0x2000, Level::L1, "leaf"));
+    assert_eq!(slots[2], (0x4000, Level::L1, "absent"));
+    assert_eq!(slots[510], (2 * MIB, Level::L2, "leaf"));
+    // Replace present pages with migration entries (the collect step of a migration).
+    let mut batch = FlushBatch::new();
+    let cursor = w.table.cursor(0, 2 * MIB).unwrap();
+    for mut slot in cursor {
+        if let Ok(Entry::Leaf { pfn, .. }) = slot.entry() {
+            let migration = Entry::Software(SoftwareEntry::new(SoftwareKind::Migration {
+                access: MigrationAccess::Write,
+                pfn,
+                young: true,
+                dirty: false,
+            }));
+            batch.add(slot.replace(&migration).unwrap());
+        }
+    }
+    assert_eq!(batch.pending(), 4);
+    // Before the flush the TLB still translates: the model calls it stale.
+    assert!(matches!(
+        w.mmu.access(0x1000, Access::Read),
+        Err(MmuError::Stale { .. })
+    ));
+    batch.finish(&w.mmu);
+    assert!(w.mmu.access(0x1000, Access::Read).is_err());
+    // Split the block through the cursor and visit its pages.
+    let mut cursor = w.table.cursor(2 * MIB, 2 * MIB).unwrap();
+    let slot = cursor.next().unwrap();
+    assert_eq!(slot.level(), Level::L2);
+    cursor
+        .split(&slot, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    let rest: Vec<_> = cursor.collect();
+    assert_eq!(rest.len(), 512);
+    assert!(rest.iter().all(|s| s.level() == Level::L1));
+    // A lost race is a typed outcome.
+    let mut c1 = w.table.cursor(0x3000, 0x1000).unwrap();
+    let mut c2 = w.table.cursor(0x3000, 0x1000).unwrap();
+    let mut s1 = c1.next().unwrap();
+    let mut s2 = c2.next().unwrap();
+    s1.replace(&Entry::Absent).unwrap().flush(&w.mmu);
+    assert_eq!(
+        s2.replace(&Entry::Absent),
+        Err(ReplaceError::Raced { current: 0 })
+    );
+    assert_eq!(
+        s2.replace(&Entry::Table {
+            next: Pfn::new(1),
+            attrs: Default::default()
+        }),
+        Err(ReplaceError::TableNotAllowed)
+    );
+    w.table
+        .unmap(0, 4 * MIB, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    w.finish();
+}
+
+#[test]
+fn cursor_visits_and_replaces_x86_64() {
+    cursor_visits_and_replaces::<X86_64>();
+}
+
+#[test]
+fn cursor_visits_and_replaces_aarch64() {
+    cursor_visits_and_replaces::<Aarch64>();
+}
+
+#[test]
+fn break_before_make_rules() {
+    let base = aarch64::PageAttributes::from_property(PageProperty {
+        writable: true,
+        ..PageProperty::default()
+    });
+    let leaf = |pfn: u64, attrs: aarch64::PageAttributes| Entry::<Aarch64>::Leaf {
+        pfn: Pfn::new(pfn),
+        size: PageSize::Size2MiB,
+        attrs,
+    };
+    let table = Entry::<Aarch64>::Table {
+        next: Pfn::new(5),
+        attrs: Default::default(),
+    };
+    let bbm = needs_break_before_make::<Aarch64>;
+    // Permission-only and access-flag changes: no.
+    assert!(!bbm(
+        &leaf(512, base),
+        &leaf(512, base.with_read_only(true))
+    ));
+    assert!(!bbm(&leaf(512, base), &leaf(512, base.with_uxn(false))));
+    assert!(!bbm(&leaf(512, base), &leaf(512, base.with_accessed(true))));
+    assert!(!bbm(&leaf(512, base), &leaf(512, base.with_dbm(true))));
+    // Output address, block <-> table, memory type, shareability, nG: yes.
+    assert!(bbm(&leaf(512, base), &leaf(1024, base)));
+    assert!(bbm(&leaf(512, base), &table));
+    assert!(bbm(&table, &leaf(512, base)));
+    let device = aarch64::PageAttributes::from_property(PageProperty {
+        writable: true,
+        memory: MemoryType::Device,
+        ..PageProperty::default()
+    });
+    assert!(bbm(&leaf(512, base), &leaf(512, device)));
+    assert!(bbm(
+        &leaf(512, base),
+        &leaf(
+            512,
+            base.with_shareability(aarch64::Shareability::OuterShareable)
+        )
+    ));
+    assert!(bbm(
+        &leaf(512, base),
+        &leaf(512, base.with_not_global(false))
+    ));
+    // Invalid on either side: no.
+    assert!(!bbm(&Entry::Absent, &leaf(512, base)));
+    assert!(!bbm(&leaf(512, base), &Entry::Absent));
+    // x86_64: never.
+    let x = |pfn: u64| Entry::<X86_64>::Leaf {
+        pfn: Pfn::new(pfn),
+        size: PageSize::Size4KiB,
+        attrs: x86_64::PageAttributes::default(),
+    };
+    assert!(!needs_break_before_make::<X86_64>(&x(1), &x(2)));
+}
+
+#[test]
+fn aarch64_memory_type_change_is_break_before_make() {
+    let memory = Memory::new(16);
+    let mut w = world::<Aarch64>(&memory);
+    let mut alloc = &memory;
+    w.table
+        .map(
+            0,
+            Pfn::new(1),
+            PageSize::Size4KiB,
+            rw::<Aarch64>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .ignore();
+    w.mmu.access(0, Access::Read).unwrap();
+    let device = aarch64::PageAttributes::from_property(PageProperty {
+        writable: true,
+        memory: MemoryType::Device,
+        ..PageProperty::default()
+    });
+    w.table
+        .protect(0, 0x1000, |_| device, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    w.mmu.assert_clean();
+    // A cursor refuses to do it without break-before-make, and does it with.
+    let mut cursor = w.table.cursor(0, 0x1000).unwrap();
+    let mut slot = cursor.next().unwrap();
+    let moved = Entry::Leaf {
+        pfn: Pfn::new(2),
+        size: PageSize::Size4KiB,
+        attrs: device,
+    };
+    assert_eq!(
+        slot.replace(&moved),
+        Err(ReplaceError::NeedsBreakBeforeMake)
+    );
+    w.mmu.access(0, Access::Read).unwrap();
+    slot.replace_break_before_make(&moved, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(w.mmu.access(0, Access::Read), Ok(0x2000));
+    w.mmu.assert_clean();
+    w.table
+        .unmap(0, 0x1000, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    w.finish();
+}
+
+/// The model catches a valid -> valid change that skipped break-before-make.
+#[test]
+fn model_catches_missing_break_before_make() {
+    let memory = Memory::new(16);
+    let mut w = world::<Aarch64>(&memory);
+    let mut alloc = &memory;
+    w.table
+        .map(
+            0,
+            Pfn::new(1),
+            PageSize::Size4KiB,
+            rw::<Aarch64>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .ignore();
+    w.mmu.access(0, Access::Read).unwrap();
+    // Use protect with a memory-type change but a no-op TLB: the model sees the stale
+    // entry at the next real flush.
+    let device = aarch64::PageAttributes::from_property(PageProperty {
+        writable: true,
+        memory: MemoryType::Device,
+        ..PageProperty::default()
+    });
+    // NoInvalidate skips the break's invalidation, so the TLB still holds the old entry
+    // when the new one is written.
+    w.table
+        .protect(0, 0x1000, |_| device, &NoInvalidate)
+        .unwrap()
+        .ignore();
+    Flush::all().flush(&w.mmu);
+    assert_eq!(w.mmu.violations().len(), 1);
+    w.table
+        .unmap(0, 0x1000, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    let mut alloc = w.memory;
+    w.table.destroy(&mut alloc);
+    assert_eq!(memory.live_frames(), 0);
+}
+
+/// The model catches a missing flush: a stale translation is an error.
+#[test]
+fn model_catches_missing_flush() {
+    let memory = Memory::new(16);
+    let mut w = world::<X86_64>(&memory);
+    let mut alloc = &memory;
+    w.table
+        .map(
+            0,
+            Pfn::new(1),
+            PageSize::Size4KiB,
+            rw::<X86_64>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .ignore();
+    assert_eq!(w.mmu.access(0, Access::Write), Ok(0x1000));
+    w.table
+        .protect(0, 0x1000, |_| ro::<X86_64>(), &w.mmu)
+        .unwrap()
+        .ignore();
+    assert!(matches!(
+        w.mmu.access(0, Access::Write),
+        Err(MmuError::Stale { .. })
+    ));
+    w.table
+        .protect(0, 0x1000, |_| ro::<X86_64>(), &w.mmu)
+        .unwrap()
+        .ignore();
+    Flush::entry(0, 12).flush(&w.mmu);
+    assert_eq!(w.mmu.access(0, Access::Write), Err(MmuError::ReadOnly));
+    w.finish();
+}
