@@ -12,7 +12,9 @@
 //!   `linux-style-struct-page` initialises a 64-byte record per page, as
 //!   `memremap_pages` does. (A 1 TiB Linux-style baseline would need 16 GiB.)
 //! - "pagemap: 1-thread alloc/free" and "2-thread alloc/free": one alloc+free pair of a
-//!   4 KiB folio per iteration and thread; the peer is the frame allocator behind a
+//!   4 KiB folio per iteration and thread, all threads on one pagemap. `devpriv` gives
+//!   each thread a `PageCache` (Linux's per-CPU lists); `devpriv-no-cache` calls the
+//!   pagemap directly (one shared lock); the peer is the frame allocator behind a
 //!   `spin::Mutex`, the usual way to share it.
 
 use std::hint::black_box;
@@ -22,7 +24,8 @@ use std::time::{Duration, Instant};
 use buddy_system_allocator::FrameAllocator;
 use criterion::{Criterion, criterion_group, criterion_main};
 use devpriv_pagemap::{
-    CpuFault, DevicePagemap, DevicePrivateSpace, FaultError, Folio, Owner, PageMeta, PagemapOps,
+    CpuFault, DevicePagemap, DevicePrivateSpace, FaultError, Folio, Owner, PageCache, PageMeta,
+    PagemapOps,
 };
 use devpriv_pte::{DeviceIndex, PageSize};
 
@@ -225,6 +228,17 @@ fn threads(c: &mut Criterion, n: usize, name: &str) {
     let fa = spin::Mutex::new(buddy());
     let mut g = quick(c, name);
     g.bench_function("devpriv", |b| {
+        b.iter_custom(|iters| {
+            concurrently(n, iters, &|iters| {
+                let mut cache = PageCache::new(&pm);
+                for _ in 0..iters {
+                    let f = cache.alloc().unwrap();
+                    cache.put(f).unwrap();
+                }
+            })
+        })
+    });
+    g.bench_function("devpriv-no-cache", |b| {
         b.iter_custom(|iters| {
             concurrently(n, iters, &|iters| {
                 for _ in 0..iters {

@@ -120,6 +120,27 @@ impl AllocState {
 
     /// Allocates a 4 KiB page; returns its page number.
     pub(crate) fn alloc_small(&mut self, meta: &[PageMeta]) -> Option<u64> {
+        let page = self.take_small(meta)?;
+        publish(&meta[page as usize], word::ALLOCATED | 1);
+        Some(page)
+    }
+
+    /// Takes a 4 KiB page off the free lists for a [`PageCache`](crate::PageCache): it
+    /// counts as allocated but stays free (not a folio) with the `RESERVED` mark.
+    pub(crate) fn reserve_small(&mut self, meta: &[PageMeta]) -> Option<u64> {
+        let page = self.take_small(meta)?;
+        let state = &meta[page as usize].state;
+        // A free page's word is written only under the lock: a plain store marks it.
+        state.store(
+            state.load(Ordering::Relaxed) | word::RESERVED,
+            Ordering::Relaxed,
+        );
+        Some(page)
+    }
+
+    /// Takes a 4 KiB page off the free lists and counts it as allocated; its word is
+    /// left as it is (free).
+    fn take_small(&mut self, meta: &[PageMeta]) -> Option<u64> {
         let page = if self.partial_head != 0 {
             self.take_from_split(meta, self.partial_head - 1)
         } else if self.tail.free != 0 {
@@ -130,7 +151,6 @@ impl AllocState {
             self.partial_push(meta, chunk);
             self.take_from_split(meta, chunk)
         };
-        publish(&meta[page as usize], word::ALLOCATED | 1);
         self.allocated += 1;
         Some(page)
     }
@@ -157,6 +177,21 @@ impl AllocState {
             state.load(Ordering::Relaxed) & !word::FOLIO_HALF,
             Ordering::Release,
         );
+        self.give_back(meta, head, large);
+    }
+
+    /// Returns a page a [`PageCache`](crate::PageCache) reserved (the cache's owner
+    /// holds the lock, so no one else writes the word).
+    pub(crate) fn unreserve(&mut self, meta: &[PageMeta], page: u64) {
+        let state = &meta[page as usize].state;
+        let w = state.load(Ordering::Relaxed);
+        debug_assert_eq!(w & word::FOLIO_HALF, word::RESERVED);
+        state.store(w & !word::FOLIO_HALF, Ordering::Release);
+        self.give_back(meta, page, false);
+    }
+
+    /// Puts a free folio (folio half already zero) back on the free lists.
+    fn give_back(&mut self, meta: &[PageMeta], head: u64, large: bool) {
         let chunk = head >> CHUNK_ORDER;
         if large {
             self.allocated -= CHUNK_PAGES;

@@ -85,6 +85,10 @@ impl<'a> Page<'a> {
 
     /// Takes a reference to the page's folio if it is allocated; fails on a free page
     /// (Linux's `folio_try_get`). The caller need not hold a reference.
+    ///
+    /// It also fails, with [`FolioError::NotAllocated`], on a folio whose count is
+    /// frozen at zero: one being freed, or a 2 MiB folio in the middle of
+    /// [`Folio::split`] (Linux's `folio_ref_freeze` has the same effect).
     pub fn try_get(self) -> Result<Folio<'a>, FolioError> {
         loop {
             let (head, large) = self.resolve();
@@ -239,6 +243,14 @@ impl<'a> Folio<'a> {
     /// `folio_free` and returns the folio to the allocator; it is refused for a locked
     /// folio ([`FolioError::FreeLocked`], the reference stays held).
     pub fn put(self) -> Result<(), FolioError> {
+        if self.put_ref()? {
+            self.free();
+        }
+        Ok(())
+    }
+
+    /// Drops one reference; `Ok(true)` if it was the last (the caller then frees).
+    pub(crate) fn put_ref(self) -> Result<bool, FolioError> {
         let old = self.update(Ordering::AcqRel, |w| {
             if w & word::ALLOCATED == 0 || word::refs(w) == 0 {
                 return Err(FolioError::DoublePut);
@@ -251,10 +263,7 @@ impl<'a> Folio<'a> {
             }
             Ok(w - 1)
         })?;
-        if word::refs(old) == 1 {
-            self.free();
-        }
-        Ok(())
+        Ok(word::refs(old) == 1)
     }
 
     /// The reference count reached zero: tell the driver, then give the folio back.

@@ -45,6 +45,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod allocator;
+pub mod cache;
 pub mod error;
 pub mod folio;
 pub mod meta;
@@ -54,6 +55,7 @@ pub mod space;
 pub mod storage;
 mod sync;
 
+pub use cache::{PAGE_CACHE_CAPACITY, PageCache};
 pub use error::{
     AllocError, FolioError, LookupError, RegisterError, ReverseMapError, UnregisterError,
 };

@@ -12,7 +12,7 @@
 //! | 28     | head                     | locked                                                |
 //! | 29     | head                     | allocated: the page heads an allocated folio          |
 //! | 30     | head                     | large: the folio is a 2 MiB (order-9) folio           |
-//! | 31     | -                        | reserved, zero                                        |
+//! | 31     | page                     | cached: free, but held by a `PageCache`               |
 //! | 32..=63| chunk pages 0, 1, 2      | allocator fields of the page's 2 MiB chunk (below)    |
 //!
 //! The low half belongs to the page's folio and changes lock-free (compare-exchange);
@@ -114,6 +114,8 @@ pub(crate) mod word {
     pub(crate) const ALLOCATED: u64 = 1 << 29;
     /// The folio is a 2 MiB folio.
     pub(crate) const LARGE: u64 = 1 << 30;
+    /// The page is free but held in a [`PageCache`](crate::PageCache).
+    pub(crate) const RESERVED: u64 = 1 << 31;
     /// The half that belongs to the folio.
     pub(crate) const FOLIO_HALF: u64 = 0xffff_ffff;
     /// Shift of the allocator's half.

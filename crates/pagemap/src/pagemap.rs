@@ -99,7 +99,7 @@ pub struct DevicePagemap<'a> {
     pub(crate) ops: &'a dyn PagemapOps,
     driver_words: Option<&'a [DriverWord]>,
     pub(crate) alloc: Mutex<AllocState>,
-    fail_small: AtomicU32,
+    pub(crate) fail_small: AtomicU32,
     fail_large: AtomicU32,
 }
 
@@ -276,7 +276,7 @@ impl<'a> DevicePagemap<'a> {
 
 /// Whether the failure counter says to fail this allocation (consuming one if counted).
 #[inline]
-fn injected(counter: &AtomicU32) -> bool {
+pub(crate) fn injected(counter: &AtomicU32) -> bool {
     let mut n = counter.load(Ordering::Relaxed);
     loop {
         match n {

@@ -562,3 +562,70 @@ fn allocated_zeroed_metadata() {
     space.register(&pm).unwrap();
     pm.alloc(PageSize::Size2MiB).unwrap().put().unwrap();
 }
+
+#[test]
+fn page_cache() {
+    let ops = Recorder::default();
+    let meta = metadata(1024);
+    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &meta).unwrap();
+    let mut early = PageCache::new(&pm);
+    assert_eq!(early.alloc().err(), Some(AllocError::NotRegistered));
+    drop(early);
+    let space = DevicePrivateSpace::new();
+    let id = space.register(&pm).unwrap();
+    let mut cache = PageCache::new(&pm);
+    let f = cache.alloc().unwrap();
+    assert_eq!(f.size(), PageSize::Size4KiB);
+    assert_eq!(f.refcount(), 1);
+    assert_eq!(space.lookup(f.index()).unwrap(), f.head());
+    // The refill took a batch: the rest are free but cached.
+    let cached: Vec<u64> = cache.cached().collect();
+    assert_eq!(cached.len(), PAGE_CACHE_CAPACITY / 2 - 1);
+    assert_eq!(pm.allocated_pages(), PAGE_CACHE_CAPACITY as u64 / 2);
+    for &p in &cached {
+        assert_eq!(pm.page(p).unwrap().try_get(), Err(FolioError::NotAllocated));
+        assert_eq!(
+            pm.page(p).unwrap().folio().put(),
+            Err(FolioError::DoublePut)
+        );
+    }
+    // A chunk with cached pages is not whole, and the pagemap cannot go.
+    assert_eq!(pm.whole_chunks(), 1);
+    assert!(matches!(
+        space.unregister(id),
+        Err(UnregisterError::PagesInUse { .. })
+    ));
+    // A put through the cache calls folio_free and keeps the page.
+    f.get().unwrap();
+    cache.put(f).unwrap();
+    assert!(ops.freed.lock().unwrap().is_empty());
+    cache.put(f).unwrap();
+    assert_eq!(ops.freed.lock().unwrap().len(), 1);
+    assert_eq!(cache.put(f), Err(FolioError::DoublePut));
+    assert_eq!(cache.len(), PAGE_CACHE_CAPACITY / 2);
+    // Overflowing the cache hands a batch back to the allocator.
+    let many: Vec<_> = (0..100)
+        .map(|_| pm.alloc(PageSize::Size4KiB).unwrap())
+        .collect();
+    for g in many {
+        cache.put(g).unwrap();
+        assert!(cache.len() <= PAGE_CACHE_CAPACITY);
+    }
+    // 2 MiB folios and other pagemaps' folios bypass the cache.
+    let big = pm.alloc(PageSize::Size2MiB).unwrap();
+    cache.put(big).unwrap();
+    assert_eq!(pm.whole_chunks(), 1);
+    // Injected failures apply.
+    pm.inject_alloc_failures(PageSize::Size4KiB, AllocFailures::Next(1));
+    assert_eq!(cache.alloc().err(), Some(AllocError::Injected));
+    cache.drain();
+    assert!(cache.is_empty());
+    assert_eq!(pm.allocated_pages(), 0);
+    assert_eq!(pm.whole_chunks(), 2);
+    // Dropping a cache drains it too.
+    let g = cache.alloc().unwrap();
+    cache.put(g).unwrap();
+    drop(cache);
+    assert_eq!(pm.allocated_pages(), 0);
+    space.unregister(id).unwrap();
+}

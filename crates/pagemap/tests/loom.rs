@@ -192,3 +192,33 @@ fn split_races_try_get_on_a_tail() {
         assert!(seen.load(Relaxed) > 0, "an outcome was never explored");
     }
 }
+
+/// A page cache turns a chunk's first page (which holds the chunk header) from a folio
+/// into a cached page and back without the allocator lock, while another thread
+/// changes that header under the lock: neither update may be lost.
+#[test]
+fn page_cache_races_the_allocator_on_a_chunk_header() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.max_branches = 50_000;
+    builder.check(|| {
+        let fx = fixture(512);
+        let pm = fx.pagemap;
+        let first = pm.alloc(PageSize::Size4KiB).unwrap();
+        assert_eq!(first.head().number(), 0);
+        let t = thread::spawn(move || {
+            let f = pm.alloc(PageSize::Size4KiB).unwrap();
+            f.put().unwrap();
+        });
+        let mut cache = PageCache::new(pm);
+        cache.put(first).unwrap();
+        let again = cache.alloc().unwrap();
+        assert_eq!(again.head().number(), 0);
+        t.join().unwrap();
+        cache.put(again).unwrap();
+        drop(cache);
+        assert_eq!(pm.allocated_pages(), 0);
+        assert_eq!(pm.whole_chunks(), 1);
+        assert_eq!(fx.freed(), 3);
+    });
+}

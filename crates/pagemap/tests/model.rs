@@ -40,6 +40,9 @@ enum Op {
     Unlock(usize),
     Split(usize),
     FailNext { large: bool, n: u32 },
+    CacheAlloc,
+    CachePut(usize),
+    CacheDrain,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -52,6 +55,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Unlock),
         1 => any::<usize>().prop_map(Op::Split),
         1 => (any::<bool>(), 0u32..3).prop_map(|(large, n)| Op::FailNext { large, n }),
+        3 => Just(Op::CacheAlloc),
+        3 => any::<usize>().prop_map(Op::CachePut),
+        1 => Just(Op::CacheDrain),
     ]
 }
 
@@ -70,6 +76,8 @@ struct Model {
     held: Vec<u64>,
     fail_small: u32,
     fail_large: u32,
+    /// Free pages held by the page cache.
+    cached: Vec<u64>,
 }
 
 impl Model {
@@ -87,6 +95,11 @@ impl Model {
     }
     fn chunk_free(&self, c: u64) -> bool {
         (c * 512..(c + 1) * 512).all(|p| self.owner(p).is_none())
+            && !self.cached.iter().any(|&p| p / 512 == c)
+    }
+    /// Pages neither in a folio nor cached.
+    fn available(&self) -> u64 {
+        PAGES - self.allocated_pages() - self.cached.len() as u64
     }
     fn whole_chunks(&self) -> u64 {
         (0..FULL_CHUNKS).filter(|&c| self.chunk_free(c)).count() as u64
@@ -94,8 +107,13 @@ impl Model {
 }
 
 fn check(pm: &DevicePagemap<'_>, model: &Model) {
-    assert_eq!(pm.allocated_pages(), model.allocated_pages());
-    assert_eq!(pm.free_pages(), PAGES - model.allocated_pages());
+    let cached = model.cached.len() as u64;
+    assert_eq!(pm.allocated_pages(), model.allocated_pages() + cached);
+    assert_eq!(pm.free_pages(), PAGES - model.allocated_pages() - cached);
+    for &p in &model.cached {
+        assert!(model.owner(p).is_none(), "a cached page is also a folio");
+        assert_eq!(pm.page(p).unwrap().try_get(), Err(FolioError::NotAllocated));
+    }
     assert_eq!(pm.whole_chunks(), model.whole_chunks());
     for (&head, f) in &model.folios {
         let folio = pm.page(head).unwrap().folio();
@@ -113,6 +131,7 @@ fn run(ops: Vec<Op>) {
     let space = DevicePrivateSpace::new();
     let id = space.register(&pm).unwrap();
     let mut model = Model::default();
+    let mut cache = PageCache::new(&pm);
     let folio_of = |head: u64, model: &Model| {
         let large = model.folios[&head].large;
         let f = pm.page(head).unwrap().folio();
@@ -142,7 +161,7 @@ fn run(ops: Vec<Op>) {
                 let possible = if large {
                     model.whole_chunks() > 0
                 } else {
-                    model.allocated_pages() < PAGES
+                    model.available() > 0
                 };
                 match result {
                     Ok(f) => {
@@ -173,17 +192,24 @@ fn run(ops: Vec<Op>) {
                     }
                 }
             }
-            Op::Put(k) if !model.held.is_empty() => {
+            Op::Put(k) | Op::CachePut(k) if !model.held.is_empty() => {
+                let through_cache = matches!(op, Op::CachePut(_));
                 let k = k % model.held.len();
                 let head = model.held[k];
                 let f = folio_of(head, &model);
                 let mf = model.folios.get_mut(&head).unwrap();
+                let mf_large = mf.large;
                 if mf.refs == 1 && mf.locked {
-                    assert_eq!(f.put(), Err(FolioError::FreeLocked));
+                    let result = if through_cache { cache.put(f) } else { f.put() };
+                    assert_eq!(result, Err(FolioError::FreeLocked));
                     continue;
                 }
                 let freed_before = ops_impl.freed.lock().unwrap().len();
-                f.put().unwrap();
+                if through_cache {
+                    cache.put(f).unwrap();
+                } else {
+                    f.put().unwrap();
+                }
                 model.held.swap_remove(k);
                 mf.refs -= 1;
                 let freed = ops_impl.freed.lock().unwrap().clone();
@@ -192,6 +218,15 @@ fn run(ops: Vec<Op>) {
                     assert_eq!(freed.last().unwrap().0, head);
                     model.folios.remove(&head);
                     assert_eq!(f.put(), Err(FolioError::DoublePut));
+                    if through_cache {
+                        // A 4 KiB page went into the cache (which may have handed a
+                        // batch back to the allocator to make room).
+                        let now: Vec<u64> = cache.cached().collect();
+                        if !mf_large {
+                            assert_eq!(now.last(), Some(&head));
+                        }
+                        model.cached = now;
+                    }
                 } else {
                     assert_eq!(freed.len(), freed_before);
                 }
@@ -264,6 +299,43 @@ fn run(ops: Vec<Op>) {
                     }
                 }
             }
+            Op::CacheAlloc => {
+                let result = cache.alloc();
+                if model.fail_small > 0 {
+                    model.fail_small -= 1;
+                    assert_eq!(result.err(), Some(AllocError::Injected));
+                    continue;
+                }
+                let possible = !model.cached.is_empty() || model.available() > 0;
+                match result {
+                    Ok(f) => {
+                        assert!(possible);
+                        let head = f.head().number();
+                        assert_eq!(f.index(), DeviceIndex::new(id.base().number() + head));
+                        assert!(model.owner(head).is_none(), "handed out twice");
+                        assert_eq!(f.size(), PageSize::Size4KiB);
+                        model.folios.insert(
+                            head,
+                            ModelFolio {
+                                large: false,
+                                refs: 1,
+                                locked: false,
+                            },
+                        );
+                        model.held.push(head);
+                        model.cached = cache.cached().collect();
+                        assert!(!model.cached.contains(&head));
+                    }
+                    Err(e) => {
+                        assert_eq!(e, AllocError::OutOfMemory);
+                        assert!(!possible, "a page was lost");
+                    }
+                }
+            }
+            Op::CacheDrain => {
+                cache.drain();
+                model.cached.clear();
+            }
             Op::FailNext { large, n } => {
                 let size = if large {
                     PageSize::Size2MiB
@@ -283,6 +355,8 @@ fn run(ops: Vec<Op>) {
     }
 
     // Release everything: the pagemap is whole again and nothing was lost.
+    drop(cache);
+    model.cached.clear();
     pm.inject_alloc_failures(PageSize::Size4KiB, AllocFailures::Never);
     pm.inject_alloc_failures(PageSize::Size2MiB, AllocFailures::Never);
     for head in std::mem::take(&mut model.held) {

@@ -1,0 +1,169 @@
+//! A per-CPU (or per-thread) cache of free 4 KiB pages, like Linux's per-CPU page lists:
+//! most allocations and frees through it take no lock and touch no shared allocator
+//! state, so threads on different CPUs do not contend.
+//!
+//! Cached pages are free (not folios: `try_get` fails on them) but off the allocator's
+//! free lists, and they count as allocated: a pagemap cannot be unregistered, and a
+//! 2 MiB chunk is not whole, while a cache holds some of its pages. A cache gives its
+//! pages back when dropped, or on [`PageCache::drain`].
+
+use core::fmt;
+
+use devpriv_pte::DeviceIndex;
+
+use crate::error::{AllocError, FolioError};
+use crate::folio::{Folio, Page};
+use crate::meta::word;
+use crate::pagemap::{DevicePagemap, injected};
+use crate::space::slot_base;
+use crate::sync::Ordering;
+
+/// The most pages a cache holds.
+pub const PAGE_CACHE_CAPACITY: usize = 32;
+/// How many pages a cache moves to or from the allocator at once.
+const BATCH: usize = PAGE_CACHE_CAPACITY / 2;
+
+/// A cache of free 4 KiB pages of one pagemap, owned by one CPU or thread (`&mut`).
+pub struct PageCache<'a> {
+    pagemap: &'a DevicePagemap<'a>,
+    /// The index of the pagemap's page 0 (valid while the cache holds pages: the
+    /// pagemap cannot be unregistered meanwhile).
+    base: u64,
+    pages: [u32; PAGE_CACHE_CAPACITY],
+    len: usize,
+}
+
+impl<'a> PageCache<'a> {
+    /// An empty cache for `pagemap`.
+    pub fn new(pagemap: &'a DevicePagemap<'a>) -> Self {
+        Self {
+            pagemap,
+            base: 0,
+            pages: [0; PAGE_CACHE_CAPACITY],
+            len: 0,
+        }
+    }
+
+    /// The pagemap this cache serves.
+    pub fn pagemap(&self) -> &'a DevicePagemap<'a> {
+        self.pagemap
+    }
+
+    /// Pages held now.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the cache holds no page.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The numbers (within the pagemap) of the pages held now.
+    pub fn cached(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pages[..self.len].iter().map(|&p| u64::from(p))
+    }
+
+    /// Allocates a 4 KiB folio with one reference, unlocked, from the cache (refilled
+    /// from the allocator, a batch at a time, when empty). Same errors as
+    /// [`DevicePagemap::alloc`], including injected failures.
+    pub fn alloc(&mut self) -> Result<Folio<'a>, AllocError> {
+        if injected(&self.pagemap.fail_small) {
+            return Err(AllocError::Injected);
+        }
+        if self.len == 0 {
+            self.refill()?;
+        }
+        self.len -= 1;
+        let page = u64::from(self.pages[self.len]);
+        let meta = &self.pagemap.meta[page as usize];
+        meta.rmap.store(0, Ordering::Relaxed);
+        // Reserved -> allocated with one reference. An atomic exclusive-or: the
+        // allocator may be changing the word's allocator half under its lock.
+        meta.state
+            .fetch_xor(word::RESERVED | word::ALLOCATED | 1, Ordering::Release);
+        let index = DeviceIndex::new(self.base + page);
+        Ok(Folio::new(Page::new(self.pagemap, index), false))
+    }
+
+    /// Puts one reference to `folio` like [`Folio::put`]; if it was the last one of a
+    /// 4 KiB folio of this cache's pagemap, the page goes into the cache (after the
+    /// driver's `folio_free`) instead of back to the allocator.
+    pub fn put(&mut self, folio: Folio<'a>) -> Result<(), FolioError> {
+        if folio.pages() != 1 || !core::ptr::eq(folio.pagemap(), self.pagemap) {
+            return folio.put();
+        }
+        if !folio.put_ref()? {
+            return Ok(());
+        }
+        self.pagemap.ops.folio_free(folio);
+        if self.len == PAGE_CACHE_CAPACITY {
+            self.drain_to(PAGE_CACHE_CAPACITY - BATCH);
+        }
+        let page = folio.head().number();
+        // Allocated with no reference -> reserved. No one else writes the folio half at
+        // reference count zero; the allocator half may change under the allocator lock.
+        self.pagemap.meta[page as usize]
+            .state
+            .fetch_xor(word::ALLOCATED | word::RESERVED, Ordering::Release);
+        if self.len == 0 {
+            self.base = folio.index().number() - page;
+        }
+        self.pages[self.len] = page as u32;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Gives every cached page back to the allocator.
+    pub fn drain(&mut self) {
+        self.drain_to(0);
+    }
+
+    fn drain_to(&mut self, keep: usize) {
+        if self.len <= keep {
+            return;
+        }
+        let mut alloc = self.pagemap.alloc.lock();
+        while self.len > keep {
+            self.len -= 1;
+            alloc.unreserve(self.pagemap.meta, u64::from(self.pages[self.len]));
+        }
+    }
+
+    fn refill(&mut self) -> Result<(), AllocError> {
+        let mut alloc = self.pagemap.alloc.lock();
+        let Some((slot, _)) = alloc.registration else {
+            return Err(AllocError::NotRegistered);
+        };
+        self.base = slot_base(slot).number();
+        while self.len < BATCH {
+            match alloc.reserve_small(self.pagemap.meta) {
+                Some(page) => {
+                    self.pages[self.len] = page as u32;
+                    self.len += 1;
+                }
+                None => break,
+            }
+        }
+        if self.len == 0 {
+            Err(AllocError::OutOfMemory)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for PageCache<'_> {
+    fn drop(&mut self) {
+        self.drain();
+    }
+}
+
+impl fmt::Debug for PageCache<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PageCache")
+            .field("pagemap", self.pagemap)
+            .field("len", &self.len)
+            .finish()
+    }
+}
