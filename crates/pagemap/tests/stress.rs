@@ -41,11 +41,17 @@ fn threads_hammer_one_pagemap() {
                     x
                 };
                 let mut held: Vec<Folio<'_>> = Vec::new();
+                let mut cache = PageCache::new(pm);
                 for _ in 0..100_000 {
                     let r = rng();
                     match r % 8 {
                         0..=2 => {
-                            if let Ok(f) = pm.alloc(PageSize::Size4KiB) {
+                            let f = if r & 16 != 0 {
+                                cache.alloc()
+                            } else {
+                                pm.alloc(PageSize::Size4KiB)
+                            };
+                            if let Ok(f) = f {
                                 allocations.fetch_add(1, Ordering::Relaxed);
                                 held.push(f);
                             }
@@ -95,7 +101,12 @@ fn threads_hammer_one_pagemap() {
                         _ => {
                             if !held.is_empty() {
                                 let k = (r >> 8) as usize % held.len();
-                                held.swap_remove(k).put().unwrap();
+                                let f = held.swap_remove(k);
+                                if r & 16 != 0 {
+                                    cache.put(f).unwrap();
+                                } else {
+                                    f.put().unwrap();
+                                }
                             }
                         }
                     }
