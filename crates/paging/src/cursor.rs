@@ -53,7 +53,7 @@ pub struct Slot<'a, F: PagingFormat> {
     level: Level,
     raw: u64,
     cell: &'a AtomicU64,
-    format: core::marker::PhantomData<F>,
+    format: core::marker::PhantomData<fn() -> F>,
 }
 
 impl<F: PagingFormat> core::fmt::Debug for Slot<'_, F> {
@@ -242,6 +242,15 @@ impl<'a, F: PagingFormat, M: PhysMapper> Cursor<'a, F, M> {
                 format: core::marker::PhantomData,
             });
         }
+    }
+
+    /// Moves the cursor back to the start of `slot` (clipped to the range), so that the
+    /// next call visits that span again: after a lost race in which another thread
+    /// turned the entry into a table (a split), the next calls visit the new entries.
+    pub fn rewind(&mut self, slot: &Slot<'a, F>) {
+        self.va = slot.va.max(self.start);
+        self.done = false;
+        self.current = None;
     }
 
     /// Splits the block or level-2 software entry of `slot` (see [`PageTable::split`])

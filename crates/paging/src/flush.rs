@@ -46,6 +46,17 @@ impl Flush {
         }
     }
 
+    /// Invalidate every entry of size `1 << shift` in `[start, end)` (both aligned to
+    /// it), for example every 4 KiB translation a 2 MiB range may still have cached.
+    pub const fn range(start: u64, end: u64, shift: u32) -> Self {
+        Self {
+            start,
+            end,
+            shift: shift as u8,
+            all: false,
+        }
+    }
+
     /// Invalidate everything.
     pub const fn all() -> Self {
         Self {

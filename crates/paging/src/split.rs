@@ -254,7 +254,11 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         let merged_raw = F::encode(&merged, level)?;
         let slot = self.entry(table, level.table_index(va));
         slot.store(0, Ordering::Release);
-        Flush::entry(es, level.shift()).flush(tlb);
+        // Every translation below the entry may be cached (4 KiB pages of a 2 MiB range):
+        // invalidate them all, or the TLB could hold both sizes at once.
+        let lower = level.next_lower().expect("level 2 or 3");
+        let end = es.wrapping_add(level.entry_span());
+        Flush::range(es, end, lower.shift()).flush(tlb);
         match self.collapsed(next, level) {
             Some(again) if again == merged => {
                 slot.store(merged_raw, Ordering::Release);

@@ -29,7 +29,7 @@ pub struct PageTable<F: PagingFormat, M: PhysMapper> {
     root: Pfn,
     root_level: Level,
     mapper: M,
-    format: PhantomData<F>,
+    format: PhantomData<fn() -> F>,
 }
 
 impl<F: PagingFormat, M: PhysMapper> core::fmt::Debug for PageTable<F, M> {

@@ -100,7 +100,7 @@ pub struct Mmu<'m, F: PagingFormat> {
     root: Pfn,
     root_level: Level,
     tlb: Mutex<Tlb>,
-    format: PhantomData<F>,
+    format: PhantomData<fn() -> F>,
 }
 
 impl<F: PagingFormat> core::fmt::Debug for Mmu<'_, F> {

@@ -1,0 +1,304 @@
+//! Random sequences of map / map-range / unmap / protect / split / collapse against a
+//! `BTreeMap` model, on both formats, with the tracking allocator (a leak or double free
+//! fails) and the software MMU (translation through the TLB, once flushes are applied,
+//! always agrees with the model; no break-before-make violation).
+
+use std::collections::BTreeMap;
+
+use devpriv_paging::model::{Access, Memory, Mmu, MmuError};
+use devpriv_paging::{PageTable, PagingError, PagingFormat};
+use devpriv_pte::arch::aarch64::Aarch64;
+use devpriv_pte::arch::x86_64::X86_64;
+use devpriv_pte::{LeafAttributes, Level, MemoryType, PageProperty, PageSize, Pfn};
+use proptest::prelude::*;
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+/// The window the operations work in: 16 MiB across a 1 GiB boundary.
+const BASE: u64 = GIB - 8 * MIB;
+const PAGES: u64 = 4096;
+/// Physical addresses are window offsets plus this (aligned to 1 GiB).
+const PA_BASE: u64 = 0x40_0000_0000;
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Map {
+        page: u64,
+        size: u8,
+        attrs: u8,
+    },
+    MapRange {
+        page: u64,
+        pages: u64,
+        shift: u64,
+        attrs: u8,
+    },
+    Unmap {
+        page: u64,
+        pages: u64,
+    },
+    Protect {
+        page: u64,
+        pages: u64,
+        attrs: u8,
+    },
+    Split {
+        page: u64,
+    },
+    Collapse {
+        page: u64,
+    },
+    Access {
+        page: u64,
+    },
+    Budget {
+        frames: u64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let page = 0..PAGES;
+    prop_oneof![
+        3 => (page.clone(), 0..2u8, 0..4u8).prop_map(|(page, size, attrs)| Op::Map { page, size, attrs }),
+        3 => (page.clone(), 1..1200u64, prop_oneof![Just(0u64), Just(1), 0..PAGES], 0..4u8)
+            .prop_map(|(page, pages, shift, attrs)| Op::MapRange { page, pages, shift, attrs }),
+        2 => (page.clone(), 1..1200u64).prop_map(|(page, pages)| Op::Unmap { page, pages }),
+        2 => (page.clone(), 1..1200u64, 0..4u8).prop_map(|(page, pages, attrs)| Op::Protect { page, pages, attrs }),
+        2 => page.clone().prop_map(|page| Op::Split { page }),
+        2 => page.clone().prop_map(|page| Op::Collapse { page }),
+        2 => page.clone().prop_map(|page| Op::Access { page }),
+        1 => (0..4u64).prop_map(|frames| Op::Budget { frames }),
+    ]
+}
+
+fn attrs<F: PagingFormat>(choice: u8) -> F::LeafAttributes {
+    let p = |writable, executable, memory| PageProperty {
+        writable,
+        executable,
+        accessed: true,
+        memory,
+        ..PageProperty::default()
+    };
+    F::LeafAttributes::from_property(match choice {
+        0 => p(false, false, MemoryType::WriteBack),
+        1 => p(true, false, MemoryType::WriteBack),
+        2 => p(false, true, MemoryType::WriteBack),
+        _ => p(true, false, MemoryType::Device),
+    })
+}
+
+/// What each 4 KiB page of the window maps to.
+type Model<A> = BTreeMap<u64, (u64, A)>;
+
+struct Harness<'m, F: PagingFormat> {
+    memory: &'m Memory,
+    table: PageTable<F, &'m Memory>,
+    mmu: Mmu<'m, F>,
+    model: Model<F::LeafAttributes>,
+}
+
+impl<'m, F: PagingFormat> Harness<'m, F> {
+    fn new(memory: &'m Memory, root: Level) -> Self {
+        let mut alloc = memory;
+        let table = PageTable::new(root, memory, &mut alloc).unwrap();
+        let mmu = Mmu::new(memory, table.root(), root);
+        Self {
+            memory,
+            table,
+            mmu,
+            model: BTreeMap::new(),
+        }
+    }
+
+    fn clip(page: u64, pages: u64) -> (u64, u64) {
+        (page, pages.min(PAGES - page))
+    }
+
+    fn apply(&mut self, op: Op) -> Result<(u64, u64), PagingError> {
+        let mut alloc = self.memory;
+        let va = |page: u64| BASE + page * 4096;
+        let touched;
+        match op {
+            Op::Map {
+                page,
+                size,
+                attrs: a,
+            } => {
+                let size = if size == 0 {
+                    PageSize::Size4KiB
+                } else {
+                    PageSize::Size2MiB
+                };
+                let page = page & !(size.frames() - 1);
+                let pa = PA_BASE + page * 4096;
+                let r = self.table.map(
+                    va(page),
+                    Pfn::containing(pa),
+                    size,
+                    attrs::<F>(a),
+                    &mut alloc,
+                );
+                touched = (page, size.frames());
+                r?.flush(&self.mmu);
+                for i in 0..size.frames() {
+                    self.model.insert(page + i, (pa + i * 4096, attrs::<F>(a)));
+                }
+            }
+            Op::MapRange {
+                page,
+                pages,
+                shift,
+                attrs: a,
+            } => {
+                let (page, pages) = Self::clip(page, pages);
+                let pa = PA_BASE + ((page + shift) % PAGES) * 4096;
+                touched = (page, pages);
+                self.table
+                    .map_range(va(page), pa, pages * 4096, attrs::<F>(a), &mut alloc)?
+                    .flush(&self.mmu);
+                for i in 0..pages {
+                    self.model.insert(page + i, (pa + i * 4096, attrs::<F>(a)));
+                }
+            }
+            Op::Unmap { page, pages } => {
+                let (page, pages) = Self::clip(page, pages);
+                touched = (page, pages);
+                self.table
+                    .unmap(va(page), pages * 4096, &mut alloc, &self.mmu)?
+                    .flush(&self.mmu);
+                for i in 0..pages {
+                    self.model.remove(&(page + i));
+                }
+            }
+            Op::Protect {
+                page,
+                pages,
+                attrs: a,
+            } => {
+                let (page, pages) = Self::clip(page, pages);
+                touched = (page, pages);
+                self.table
+                    .protect(va(page), pages * 4096, |_| attrs::<F>(a), &self.mmu)?
+                    .flush(&self.mmu);
+                for i in 0..pages {
+                    if let Some(entry) = self.model.get_mut(&(page + i)) {
+                        entry.1 = attrs::<F>(a);
+                    }
+                }
+            }
+            Op::Split { page } => {
+                let start = page & !511;
+                touched = (start, 512.min(PAGES - start));
+                self.table
+                    .split(va(page), &mut alloc, &self.mmu)?
+                    .flush(&self.mmu);
+            }
+            Op::Collapse { page } => {
+                let start = page & !511;
+                touched = (start, 512.min(PAGES - start));
+                self.table
+                    .collapse(va(page), Level::L2, &mut alloc, &self.mmu)?
+                    .flush(&self.mmu);
+            }
+            Op::Access { page } => {
+                touched = (page, 1);
+            }
+            Op::Budget { frames } => {
+                self.memory.set_budget(Some(frames));
+                touched = (0, 0);
+            }
+        }
+        Ok(touched)
+    }
+
+    /// The table and the MMU agree with the model on `pages` pages from `page`.
+    fn check(&self, page: u64, pages: u64) {
+        for p in page..(page + pages).min(PAGES) {
+            let va = BASE + p * 4096 + 0x123;
+            let expected = self.model.get(&p).copied();
+            let t = self.table.translate(va);
+            assert_eq!(
+                t.map(|t| (t.pa, t.attrs)),
+                expected.map(|(pa, a)| (pa + 0x123, a)),
+                "translate {va:#x}"
+            );
+            match (self.mmu.access(va, Access::Read), expected) {
+                (Ok(pa), Some((e, _))) => assert_eq!(pa, e + 0x123, "mmu {va:#x}"),
+                (Err(MmuError::NotMapped { .. }), None) => {}
+                (got, want) => panic!("mmu {va:#x}: {got:x?}, model {want:x?}"),
+            }
+        }
+        self.mmu.assert_clean();
+    }
+
+    fn finish(mut self) {
+        self.memory.set_budget(None);
+        self.check(0, PAGES);
+        let mut alloc = self.memory;
+        self.table
+            .unmap(BASE, PAGES * 4096, &mut alloc, &self.mmu)
+            .unwrap()
+            .flush(&self.mmu);
+        assert_eq!(self.memory.live_frames(), 1, "tables left after unmap");
+        self.model.clear();
+        self.check(0, PAGES);
+        self.table.destroy(&mut alloc);
+        assert_eq!(self.memory.live_frames(), 0, "leaked frames");
+    }
+}
+
+fn run<F: PagingFormat>(root: Level, ops: &[Op]) {
+    let memory = Memory::new(256);
+    let mut h = Harness::<F>::new(&memory, root);
+    for &op in ops {
+        let live = memory.live_frames();
+        let result = h.apply(op);
+        if !matches!(op, Op::Budget { .. }) {
+            memory.set_budget(None);
+        }
+        match result {
+            Ok((page, pages)) => h.check(page.saturating_sub(1), pages + 2),
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e,
+                        PagingError::Occupied { .. }
+                            | PagingError::PartialBlock { .. }
+                            | PagingError::NotSplittable { .. }
+                            | PagingError::NotCollapsible { .. }
+                            | PagingError::OutOfFrames
+                    ),
+                    "{op:?}: unexpected {e:?}"
+                );
+                assert_eq!(memory.live_frames(), live, "{op:?} failed and leaked");
+                // Nothing changed: the whole window still agrees with the model.
+                h.check(0, PAGES);
+            }
+        }
+    }
+    h.finish();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn x86_64_agrees_with_model(ops in prop::collection::vec(op(), 1..32)) {
+        run::<X86_64>(Level::L4, &ops);
+    }
+
+    #[test]
+    fn x86_64_5_level_agrees_with_model(ops in prop::collection::vec(op(), 1..16)) {
+        run::<X86_64>(Level::L5, &ops);
+    }
+
+    #[test]
+    fn aarch64_agrees_with_model(ops in prop::collection::vec(op(), 1..32)) {
+        run::<Aarch64>(Level::L4, &ops);
+    }
+
+    #[test]
+    fn aarch64_3_level_agrees_with_model(ops in prop::collection::vec(op(), 1..16)) {
+        run::<Aarch64>(Level::L3, &ops);
+    }
+}

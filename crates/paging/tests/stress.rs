@@ -1,0 +1,131 @@
+//! Threads racing compare-exchange on the same entries through cursors, while another
+//! thread splits blocks and another changes permissions: every page is collected exactly
+//! once and ends up as the migration entry of its own frame.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+
+use devpriv_paging::model::Memory;
+use devpriv_paging::{NoInvalidate, PageTable, PagingFormat, ReplaceError};
+use devpriv_pte::arch::aarch64::Aarch64;
+use devpriv_pte::arch::x86_64::X86_64;
+use devpriv_pte::{
+    Entry, LeafAttributes, Level, MigrationAccess, PageProperty, PageSize, Pfn, SoftwareEntry,
+    SoftwareKind,
+};
+
+const MIB: u64 = 1 << 20;
+/// 4 MiB of 4 KiB pages, then 4 MiB of 2 MiB blocks.
+const LEN: u64 = 8 * MIB;
+const PA: u64 = 0x1_0000_0000;
+
+fn migration<F: PagingFormat>(pfn: Pfn) -> Entry<F> {
+    Entry::Software(SoftwareEntry::new(SoftwareKind::Migration {
+        access: MigrationAccess::Write,
+        pfn,
+        young: false,
+        dirty: false,
+    }))
+}
+
+fn stress<F: PagingFormat>(root: Level)
+where
+    F::LeafAttributes: Sync,
+{
+    for round in 0..8 {
+        let memory = Memory::new(64);
+        let mut alloc = &memory;
+        let mut table = PageTable::<F, _>::new(root, &memory, &mut alloc).unwrap();
+        let rw = F::LeafAttributes::from_property(PageProperty {
+            writable: true,
+            ..PageProperty::default()
+        });
+        let ro = F::LeafAttributes::from_property(PageProperty::default());
+        table
+            .map_range_with_max(0, PA, 4 * MIB, rw, PageSize::Size4KiB, &mut alloc)
+            .unwrap()
+            .ignore();
+        table
+            .map_range(4 * MIB, PA + 4 * MIB, 4 * MIB, rw, &mut alloc)
+            .unwrap()
+            .ignore();
+        let collected = AtomicU64::new(0);
+        thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    let mut cursor = table.cursor(0, LEN).unwrap();
+                    while let Some(mut slot) = cursor.next_slot() {
+                        let Ok(Entry::Leaf { pfn, .. }) = slot.entry() else {
+                            continue;
+                        };
+                        loop {
+                            match slot.replace(&migration::<F>(pfn)) {
+                                Ok(flush) => {
+                                    flush.ignore();
+                                    collected.fetch_add(slot.span() >> 12, Ordering::Relaxed);
+                                    break;
+                                }
+                                // protect changed it: collect if still this page.
+                                Err(ReplaceError::Raced { current }) => {
+                                    match F::decode(current, slot.level()) {
+                                        Ok(Entry::Leaf { pfn: now, .. }) if now == pfn => {}
+                                        // Split under us: visit the new pages.
+                                        Ok(Entry::Table { .. }) => {
+                                            cursor.rewind(&slot);
+                                            break;
+                                        }
+                                        _ => break,
+                                    }
+                                }
+                                Err(e) => panic!("{e:?}"),
+                            }
+                        }
+                    }
+                });
+            }
+            s.spawn(|| {
+                let mut alloc = &memory;
+                for block in [4 * MIB, 6 * MIB] {
+                    // May find the block already collected (then it splits the
+                    // migration entry) or lose a race: both are fine.
+                    let _ = table.split(block + round * 0x1000, &mut alloc, &NoInvalidate);
+                }
+            });
+            s.spawn(|| {
+                table
+                    .protect(0, 4 * MIB, |_| ro, &NoInvalidate)
+                    .map(|f| f.ignore())
+                    .ok();
+            });
+        });
+        assert_eq!(
+            collected.load(Ordering::Relaxed),
+            LEN >> 12,
+            "round {round}"
+        );
+        for page in 0..(LEN >> 12) {
+            let va = page << 12;
+            let (level, entry) = table.lookup(va).unwrap();
+            let span_pages = level.entry_span() >> 12;
+            let first = Pfn::containing(PA + (va & !(level.entry_span() - 1)));
+            assert_eq!(entry, migration::<F>(first), "page {page:#x}");
+            assert!(span_pages == 1 || span_pages == 512);
+        }
+        table
+            .unmap(0, LEN, &mut alloc, &NoInvalidate)
+            .unwrap()
+            .ignore();
+        table.destroy(&mut alloc);
+        assert_eq!(memory.live_frames(), 0);
+    }
+}
+
+#[test]
+fn racing_cursors_x86_64() {
+    stress::<X86_64>(Level::L4);
+}
+
+#[test]
+fn racing_cursors_aarch64() {
+    stress::<Aarch64>(Level::L3);
+}
