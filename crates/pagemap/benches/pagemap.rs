@@ -5,6 +5,7 @@
 //!   `buddy_system_allocator`'s `FrameAllocator` on the same 262144 frames. Ours is
 //!   thread-safe (a spin lock per call, atomic reference counts, the driver's
 //!   `folio_free` called through `dyn`); the peer is used through `&mut`, unlocked.
+//!   For 4 KiB, `devpriv-page-cache` is the same work through a `PageCache`.
 //! - "pagemap: index->page lookup": one `DevicePrivateSpace::lookup` over 4 pagemaps.
 //! - "pagemap: register 1GiB" / "register 1TiB": `DevicePagemap::new` + `register` +
 //!   `unregister` over caller-supplied zeroed metadata (for 1 TiB, 4 GiB of lazily
@@ -82,6 +83,20 @@ fn alloc_free(c: &mut Criterion, size: PageSize, batch: usize, name: &str) {
             }
         })
     });
+    if size == PageSize::Size4KiB {
+        g.bench_function("devpriv-page-cache", |b| {
+            let mut cache = PageCache::new(&pm);
+            let mut held = Vec::with_capacity(batch);
+            b.iter(|| {
+                for _ in 0..batch {
+                    held.push(cache.alloc().unwrap());
+                }
+                for f in held.drain(..) {
+                    cache.put(f).unwrap();
+                }
+            })
+        });
+    }
     g.bench_function("buddy_system_allocator", |b| {
         let mut held = Vec::with_capacity(batch);
         b.iter(|| {

@@ -18,6 +18,9 @@
 //!
 //! A 2 MiB allocation marks one word (the head); a 4 KiB allocation pops a free list or
 //! bumps a watermark; a free is the reverse. All O(1).
+//!
+//! The header of the *hot* chunk (the one 4 KiB pages were last taken from) is kept in
+//! [`AllocState`] and written back when another chunk becomes hot.
 
 use crate::meta::{PageMeta, word};
 use crate::sync::{AtomicU64, Ordering};
@@ -90,6 +93,12 @@ pub(crate) struct AllocState {
     tail: TailChunk,
     /// Where the pagemap is registered: `(slot, generation)`.
     pub(crate) registration: Option<(usize, u32)>,
+    /// The chunk 4 KiB pages were last allocated from, + 1 (0: none). Its header lives
+    /// in `hot_header` (the copy in metadata may lag) so that a run of allocations and
+    /// frees in one chunk does not write the chunk's first page, whose folio half other
+    /// CPUs may be changing, every time.
+    hot: u64,
+    hot_header: Header,
 }
 
 impl AllocState {
@@ -110,6 +119,8 @@ impl AllocState {
                 head: 0,
             },
             registration: None,
+            hot: 0,
+            hot_header: Header(0),
         }
     }
 
@@ -147,7 +158,7 @@ impl AllocState {
             self.take_from_tail(meta)
         } else {
             let chunk = self.take_whole(meta)?;
-            set_header(meta, chunk, Header::new(SPLIT, CHUNK_PAGES, 0, 0));
+            self.set_header(meta, chunk, Header::new(SPLIT, CHUNK_PAGES, 0, 0));
             self.partial_push(meta, chunk);
             self.take_from_split(meta, chunk)
         };
@@ -158,7 +169,7 @@ impl AllocState {
     /// Allocates a 2 MiB folio; returns its head page number.
     pub(crate) fn alloc_large(&mut self, meta: &[PageMeta]) -> Option<u64> {
         let chunk = self.take_whole(meta)?;
-        set_header(meta, chunk, Header::new(LARGE, 0, 0, 0));
+        self.set_header(meta, chunk, Header::new(LARGE, 0, 0, 0));
         publish(
             &meta[(chunk * CHUNK_PAGES) as usize],
             word::ALLOCATED | word::LARGE | 1,
@@ -195,7 +206,7 @@ impl AllocState {
         let chunk = head >> CHUNK_ORDER;
         if large {
             self.allocated -= CHUNK_PAGES;
-            set_header(meta, chunk, Header::new(WHOLE, 0, 0, 0));
+            self.set_header(meta, chunk, Header::new(WHOLE, 0, 0, 0));
             self.whole_push(meta, chunk);
             return;
         }
@@ -209,16 +220,16 @@ impl AllocState {
             self.tail.free += 1;
             return;
         }
-        let h = header(meta, chunk);
+        let h = self.header(meta, chunk);
         debug_assert_eq!(h.state(), SPLIT);
         meta[head as usize].rmap.store(h.head(), Ordering::Relaxed);
         let free = h.free() + 1;
         if free == CHUNK_PAGES {
             self.partial_remove(meta, chunk);
-            set_header(meta, chunk, Header::new(WHOLE, 0, 0, 0));
+            self.set_header(meta, chunk, Header::new(WHOLE, 0, 0, 0));
             self.whole_push(meta, chunk);
         } else {
-            set_header(meta, chunk, Header::new(SPLIT, free, h.bump(), offset + 1));
+            self.set_header(meta, chunk, Header::new(SPLIT, free, h.bump(), offset + 1));
             if free == 1 {
                 self.partial_push(meta, chunk);
             }
@@ -228,7 +239,7 @@ impl AllocState {
     /// Turns the 2 MiB folio at `head` (frozen by the caller) into 512 allocated pages:
     /// the chunk becomes a split chunk with no free page.
     pub(crate) fn split_large(&mut self, meta: &[PageMeta], head: u64) {
-        set_header(
+        self.set_header(
             meta,
             head >> CHUNK_ORDER,
             Header::new(SPLIT, 0, CHUNK_PAGES, 0),
@@ -261,7 +272,8 @@ impl AllocState {
     }
 
     fn take_from_split(&mut self, meta: &[PageMeta], chunk: u64) -> u64 {
-        let h = header(meta, chunk);
+        self.make_hot(meta, chunk);
+        let h = self.header(meta, chunk);
         debug_assert!(h.state() == SPLIT && h.free() > 0);
         let base = chunk * CHUNK_PAGES;
         let (offset, next_head, bump) = if h.head() != 0 {
@@ -272,7 +284,7 @@ impl AllocState {
             (h.bump(), 0, h.bump() + 1)
         };
         let free = h.free() - 1;
-        set_header(meta, chunk, Header::new(SPLIT, free, bump, next_head));
+        self.set_header(meta, chunk, Header::new(SPLIT, free, bump, next_head));
         if free == 0 {
             self.partial_remove(meta, chunk);
         }
@@ -291,6 +303,38 @@ impl AllocState {
         };
         self.tail.free -= 1;
         base + offset
+    }
+
+    /// The header of `chunk`.
+    #[inline]
+    fn header(&self, meta: &[PageMeta], chunk: u64) -> Header {
+        if self.hot == chunk + 1 {
+            self.hot_header
+        } else {
+            read_header(meta, chunk)
+        }
+    }
+
+    /// Sets the header of `chunk`.
+    #[inline]
+    fn set_header(&mut self, meta: &[PageMeta], chunk: u64, new: Header) {
+        if self.hot == chunk + 1 {
+            self.hot_header = new;
+        } else {
+            write_header(meta, chunk, new);
+        }
+    }
+
+    /// Makes `chunk` the hot chunk, writing the previous one's header back.
+    #[inline]
+    fn make_hot(&mut self, meta: &[PageMeta], chunk: u64) {
+        if self.hot != chunk + 1 {
+            if self.hot != 0 {
+                write_header(meta, self.hot - 1, self.hot_header);
+            }
+            self.hot = chunk + 1;
+            self.hot_header = read_header(meta, chunk);
+        }
     }
 
     /// The partly-used list links: `(next + 1, prev + 1)` in pages 1 and 2 of the chunk.
@@ -328,7 +372,7 @@ impl AllocState {
     }
 }
 
-fn header(meta: &[PageMeta], chunk: u64) -> Header {
+fn read_header(meta: &[PageMeta], chunk: u64) -> Header {
     let w = meta[(chunk * CHUNK_PAGES) as usize]
         .state
         .load(Ordering::Relaxed);
@@ -336,7 +380,7 @@ fn header(meta: &[PageMeta], chunk: u64) -> Header {
 }
 
 /// Sets a chunk header (under the allocator lock).
-fn set_header(meta: &[PageMeta], chunk: u64, new: Header) {
+fn write_header(meta: &[PageMeta], chunk: u64, new: Header) {
     set_high(
         &meta[(chunk * CHUNK_PAGES) as usize].state,
         u64::from(new.0),

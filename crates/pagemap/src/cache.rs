@@ -11,6 +11,7 @@ use core::fmt;
 
 use devpriv_pte::DeviceIndex;
 
+use crate::LARGE_FOLIO_PAGES;
 use crate::error::{AllocError, FolioError};
 use crate::folio::{Folio, Page};
 use crate::meta::word;
@@ -78,10 +79,9 @@ impl<'a> PageCache<'a> {
         let page = u64::from(self.pages[self.len]);
         let meta = &self.pagemap.meta[page as usize];
         meta.rmap.store(0, Ordering::Relaxed);
-        // Reserved -> allocated with one reference. An atomic exclusive-or: the
-        // allocator may be changing the word's allocator half under its lock.
-        meta.state
-            .fetch_xor(word::RESERVED | word::ALLOCATED | 1, Ordering::Release);
+        // Reserved -> allocated with one reference. No one else writes the folio half
+        // of a cached page.
+        flip(self.pagemap, page, word::RESERVED | word::ALLOCATED | 1);
         let index = DeviceIndex::new(self.base + page);
         Ok(Folio::new(Page::new(self.pagemap, index), false))
     }
@@ -102,10 +102,8 @@ impl<'a> PageCache<'a> {
         }
         let page = folio.head().number();
         // Allocated with no reference -> reserved. No one else writes the folio half at
-        // reference count zero; the allocator half may change under the allocator lock.
-        self.pagemap.meta[page as usize]
-            .state
-            .fetch_xor(word::ALLOCATED | word::RESERVED, Ordering::Release);
+        // reference count zero.
+        flip(self.pagemap, page, word::ALLOCATED | word::RESERVED);
         if self.len == 0 {
             self.base = folio.index().number() - page;
         }
@@ -150,6 +148,22 @@ impl<'a> PageCache<'a> {
         } else {
             Ok(())
         }
+    }
+}
+
+/// Flips `bits` of the folio half of a page's state word that only the caller writes.
+///
+/// The allocator half of pages 0, 1 and 2 of a full 2 MiB chunk may be changed by the
+/// allocator (under its lock) at the same time, so there the flip is an atomic
+/// exclusive-or; every other page's allocator half is always zero and never written,
+/// so a plain store does.
+#[inline]
+fn flip(pagemap: &DevicePagemap<'_>, page: u64, bits: u64) {
+    let state = &pagemap.meta[page as usize].state;
+    if page < pagemap.chunked_pages && page % LARGE_FOLIO_PAGES < 3 {
+        state.fetch_xor(bits, Ordering::Release);
+    } else {
+        state.store(state.load(Ordering::Relaxed) ^ bits, Ordering::Release);
     }
 }
 
