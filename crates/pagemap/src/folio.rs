@@ -130,30 +130,42 @@ impl Eq for Page<'_> {}
 /// A device folio: one 4 KiB page or a 2 MiB run of 512, named by its head page.
 /// A plain handle: it holds no reference by itself; the reference-count methods say
 /// what the caller owns.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct Folio<'a> {
-    head: Page<'a>,
-    large: bool,
+    pagemap: &'a DevicePagemap<'a>,
+    /// The head's device index, with [`Folio::LARGE_BIT`] set for a 2 MiB folio (16
+    /// bytes in all, so a folio travels in two registers).
+    raw: u64,
 }
 
 impl<'a> Folio<'a> {
+    const LARGE_BIT: u64 = 1 << 63;
+
     pub(crate) fn new(head: Page<'a>, large: bool) -> Self {
-        Self { head, large }
+        Self {
+            pagemap: head.pagemap,
+            raw: head.index.number() | if large { Self::LARGE_BIT } else { 0 },
+        }
+    }
+
+    #[inline]
+    fn is_large(self) -> bool {
+        self.raw & Self::LARGE_BIT != 0
     }
 
     /// The head page.
     pub fn head(self) -> Page<'a> {
-        self.head
+        Page::new(self.pagemap, DeviceIndex::new(self.raw & !Self::LARGE_BIT))
     }
 
     /// The device index of the head page.
     pub fn index(self) -> DeviceIndex {
-        self.head.index
+        self.head().index
     }
 
     /// The folio's size.
     pub fn size(self) -> PageSize {
-        if self.large {
+        if self.is_large() {
             PageSize::Size2MiB
         } else {
             PageSize::Size4KiB
@@ -162,26 +174,26 @@ impl<'a> Folio<'a> {
 
     /// Pages in the folio (1 or 512).
     pub fn pages(self) -> u64 {
-        if self.large { CHUNK_PAGES } else { 1 }
+        if self.is_large() { CHUNK_PAGES } else { 1 }
     }
 
     /// Page `i` of the folio (0 is the head), if `i < pages()`.
     pub fn page(self, i: u64) -> Option<Page<'a>> {
         (i < self.pages()).then(|| {
             Page::new(
-                self.head.pagemap,
-                DeviceIndex::new(self.head.index.number() + i),
+                self.pagemap,
+                DeviceIndex::new(self.head().index.number() + i),
             )
         })
     }
 
     /// The pagemap the folio belongs to.
     pub fn pagemap(self) -> &'a DevicePagemap<'a> {
-        self.head.pagemap
+        self.pagemap
     }
 
     fn state(self) -> &'a AtomicU64 {
-        &self.head.meta().state
+        &self.head().meta().state
     }
 
     /// The reference count now (0 for a free folio).
@@ -220,7 +232,10 @@ impl<'a> Folio<'a> {
 
     /// Checks that the head word describes an allocated folio of this folio's size.
     fn check_allocated(self, w: u64) -> Result<(), FolioError> {
-        if w & word::ALLOCATED == 0 || word::refs(w) == 0 || (w & word::LARGE != 0) != self.large {
+        if w & word::ALLOCATED == 0
+            || word::refs(w) == 0
+            || (w & word::LARGE != 0) != self.is_large()
+        {
             Err(FolioError::NotAllocated)
         } else {
             Ok(())
@@ -255,7 +270,7 @@ impl<'a> Folio<'a> {
             if w & word::ALLOCATED == 0 || word::refs(w) == 0 {
                 return Err(FolioError::DoublePut);
             }
-            if (w & word::LARGE != 0) != self.large {
+            if (w & word::LARGE != 0) != self.is_large() {
                 return Err(FolioError::NotAllocated);
             }
             if word::refs(w) == 1 && w & word::LOCKED != 0 {
@@ -268,12 +283,12 @@ impl<'a> Folio<'a> {
 
     /// The reference count reached zero: tell the driver, then give the folio back.
     fn free(self) {
-        let pagemap = self.head.pagemap;
+        let pagemap = self.pagemap;
         pagemap.ops.folio_free(self);
         pagemap
             .alloc
             .lock()
-            .release(pagemap.meta, self.head.number(), self.large);
+            .release(pagemap.meta, self.head().number(), self.is_large());
     }
 
     /// Tries to lock the folio; `Ok(false)` if someone else holds the lock. The caller
@@ -300,14 +315,14 @@ impl<'a> Folio<'a> {
 
     /// The folio's reverse map (which address space and virtual page map it).
     pub fn reverse_map(self) -> Option<ReverseMap> {
-        ReverseMap::decode(self.head.meta().rmap.load(Ordering::Acquire))
+        ReverseMap::decode(self.head().meta().rmap.load(Ordering::Acquire))
     }
 
     /// Records (or, with `None`, clears) the folio's reverse map. The caller holds a
     /// reference.
     pub fn set_reverse_map(self, rmap: Option<ReverseMap>) -> Result<(), FolioError> {
         self.check_allocated(self.state().load(Ordering::Acquire))?;
-        self.head
+        self.head()
             .meta()
             .rmap
             .store(ReverseMap::encode(rmap), Ordering::Release);
@@ -320,10 +335,10 @@ impl<'a> Folio<'a> {
     /// folios (`self.page(i).folio()`; the head's handle is [`Folio::first_after_split`]).
     /// A reverse map is carried over page by page. Calls the driver's `folio_split`.
     pub fn split(self) -> Result<(), FolioError> {
-        if !self.large {
+        if !self.is_large() {
             return Err(FolioError::SplitNotLarge);
         }
-        let pagemap = self.head.pagemap;
+        let pagemap = self.pagemap;
         let mut alloc = pagemap.alloc.lock();
         // Freeze: the only reference moves out of the count, so that try_get fails on
         // the folio while its pages change shape.
@@ -340,7 +355,7 @@ impl<'a> Folio<'a> {
             Ok(w - 1)
         })?;
         let rmap = self.reverse_map();
-        let base = self.head.number() as usize;
+        let base = self.head().number() as usize;
         for i in 1..CHUNK_PAGES as usize {
             let m = &pagemap.meta[base + i];
             let r = rmap.and_then(|r| r.offset(i as u64));
@@ -348,7 +363,7 @@ impl<'a> Folio<'a> {
             m.state
                 .fetch_or(word::ALLOCATED | word::LOCKED | 1, Ordering::Release);
         }
-        alloc.split_large(pagemap.meta, self.head.number());
+        alloc.split_large(pagemap.meta, self.head().number());
         // Unfreeze as a 4 KiB folio: this publishes the tails as folios of their own.
         self.state().fetch_xor(word::LARGE | 1, Ordering::Release);
         drop(alloc);
@@ -359,13 +374,21 @@ impl<'a> Folio<'a> {
     /// The 4 KiB folio that the head page of this (former 2 MiB) folio is after
     /// [`Folio::split`].
     pub fn first_after_split(self) -> Folio<'a> {
-        Folio::new(self.head, false)
+        Folio::new(self.head(), false)
     }
 }
 
+impl PartialEq for Folio<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        core::ptr::eq(self.pagemap, other.pagemap) && self.raw == other.raw
+    }
+}
+
+impl Eq for Folio<'_> {}
+
 impl fmt::Debug for Folio<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Folio({:?}, {:?})", self.head.index, self.size())
+        write!(f, "Folio({:?}, {:?})", self.head().index, self.size())
     }
 }
 
