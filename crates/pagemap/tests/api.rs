@@ -48,6 +48,12 @@ fn metadata_is_sixteen_bytes_per_page() {
 }
 
 #[test]
+fn handles_fit_in_two_registers() {
+    assert_eq!(std::mem::size_of::<Page<'static>>(), 16);
+    assert_eq!(std::mem::size_of::<Folio<'static>>(), 16);
+}
+
+#[test]
 fn index_layout_covers_the_40_bit_space() {
     assert_eq!(SLOTS, 256);
     assert_eq!(MAX_PAGEMAP_PAGES, 1 << 32);
