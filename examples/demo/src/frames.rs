@@ -1,5 +1,6 @@
 //! Physical frames for page tables and for pages the fault handler maps.
 
+use devpriv_paging::{FrameAllocator, OutOfFrames};
 use devpriv_pte::{PageSize, Pfn};
 
 /// A source of physical frames for page tables and for pages the fault handler maps.
@@ -63,4 +64,15 @@ unsafe impl FrameSource for BumpFrames {
         self.allocated += bytes;
         Pfn::from_phys_addr(start)
     }
+}
+
+/// Page-table frames for devpriv-paging's [`devpriv_paging::PageTable`]: the kernels
+/// build their tables with it from the same pool. A bump allocator cannot reuse memory,
+/// so a freed table frame is simply abandoned.
+impl FrameAllocator for BumpFrames {
+    fn allocate(&mut self) -> Result<Pfn, OutOfFrames> {
+        FrameSource::allocate(self, PageSize::Size4KiB).ok_or(OutOfFrames)
+    }
+
+    fn free(&mut self, _frame: Pfn) {}
 }

@@ -659,6 +659,30 @@ fn bump_frames_align_and_run_out() {
 }
 
 #[test]
+fn bump_frames_feed_devpriv_paging() {
+    use devpriv_paging::{FrameAllocator, OffsetMapper, PageTable};
+    let ram = Ram::new(4 << 20);
+    let mut frames = ram.frames();
+    // SAFETY: `ram` is host memory reached at its own address, used only by the table.
+    let mapper = unsafe { OffsetMapper::identity() };
+    let mut table = PageTable::<X86_64, _>::new(Level::L4, mapper, &mut frames).unwrap();
+    let attrs = kernel_attrs::<X86_64>(true, false, true, true);
+    table
+        .map_range(0x20_0000, 0x20_0000, 0x20_1000, attrs, &mut frames)
+        .unwrap()
+        .ignore();
+    // The same table seen through the demo's walker.
+    // SAFETY: the table's frames come from `ram`, reached at their own addresses.
+    let live = unsafe { LiveTables::<X86_64>::new(table.root(), Level::L4, 0) };
+    assert_eq!(live.walk(0x20_0000).unwrap().level, Level::L2);
+    assert_eq!(live.walk(0x40_0000).unwrap().level, Level::L1);
+    assert_eq!(frames.allocated_bytes(), 4 * 4096, "root, PDPT, PD, PT");
+    // SAFETY: an empty range: the allocator never hands out (or touches) a frame.
+    let mut exhausted = unsafe { BumpFrames::new(0x1000, 0x1000) };
+    assert!(FrameAllocator::allocate(&mut exhausted).is_err());
+}
+
+#[test]
 fn summary_line_has_a_fixed_format() {
     let stats = Stats {
         checks_passed: 19,

@@ -17,9 +17,10 @@ use aarch64_cpu::registers::{
 use devpriv_demo::device::DevicePage;
 use devpriv_demo::layout::DEVICE_PAGES;
 use devpriv_demo::scenario::kernel_attrs;
-use devpriv_demo::{BumpFrames, FrameSource, LiveTables};
+use devpriv_demo::{BumpFrames, LiveTables};
+use devpriv_paging::{OffsetMapper, PageTable};
 use devpriv_pte::arch::aarch64::{Aarch64, MAIR_VALUE, PageAttributes};
-use devpriv_pte::{LeafAttributes, Level, MemoryType, PageProperty, PageSize};
+use devpriv_pte::{LeafAttributes, Level, MemoryType, PageProperty, PageSize, Pfn};
 
 use crate::console::{PL011_BASE, Pl011};
 
@@ -59,16 +60,11 @@ pub fn device_memory() -> &'static mut [DevicePage] {
 
 /// Builds the kernel's page table, programs MAIR/TCR/TTBR0 and turns the MMU on.
 pub fn init(frames: &mut BumpFrames) -> LiveTables<Aarch64> {
-    let root = frames
-        .allocate(PageSize::Size4KiB)
+    // SAFETY: every frame the pool hands out is reached at its physical address (identity
+    // mapped, or the MMU is off) and is used by nothing but the table.
+    let mapper = unsafe { OffsetMapper::identity() };
+    let mut table = PageTable::<Aarch64, OffsetMapper>::new(Level::L4, mapper, frames)
         .expect("the frame pool has room for the root table");
-    // SAFETY: the root frame is fresh from the pool, reached at its physical address.
-    unsafe { core::ptr::write_bytes(root.phys_addr() as *mut u8, 0, 4096) };
-    // SAFETY: the root and every table frame come from the pool, reached at their
-    // physical addresses (offset 0) before and after the MMU is on, and are only
-    // changed through `LiveTables` and by the MMU.
-    let tables = unsafe { LiveTables::<Aarch64>::new(root, Level::L4, 0) };
-
     let sections = [
         (
             "text",
@@ -95,9 +91,11 @@ pub fn init(frames: &mut BumpFrames) -> LiveTables<Aarch64> {
     for (name, start, end, writable, executable) in sections {
         let (start, end) = (start as u64, (end as u64 + 0xfff) & !0xfff);
         let attrs = kernel_attrs::<Aarch64>(writable, executable, true, false);
-        let (pages, blocks) = tables
+        table
             .map_range(start, start, end - start, attrs, frames)
-            .expect("mapping the kernel image");
+            .expect("mapping the kernel image")
+            .ignore(); // not loaded yet: nothing to invalidate
+        let (pages, blocks) = leaf_counts(&table, start, end);
         let _ = writeln!(
             Pl011,
             "mmu: {name:<8} {start:#010x}..{end:#010x} {}{} -> {pages} 4 KiB pages, {blocks} 2 MiB blocks",
@@ -112,9 +110,16 @@ pub fn init(frames: &mut BumpFrames) -> LiveTables<Aarch64> {
         memory: MemoryType::Device,
         ..PageProperty::default()
     });
-    tables
-        .map_range(PL011_BASE, PL011_BASE, 4096, uart, frames)
-        .expect("mapping the PL011");
+    table
+        .map(
+            PL011_BASE,
+            Pfn::containing(PL011_BASE),
+            PageSize::Size4KiB,
+            uart,
+            frames,
+        )
+        .expect("mapping the PL011")
+        .ignore(); // not loaded yet: nothing to invalidate
     let _ = writeln!(
         Pl011,
         "mmu: pl011    {PL011_BASE:#010x} RW- Device-nGnRE -> 1 4 KiB page"
@@ -131,7 +136,7 @@ pub fn init(frames: &mut BumpFrames) -> LiveTables<Aarch64> {
             + TCR_EL1::EPD1::DisableTTBR1Walks
             + TCR_EL1::IPS.val(ips),
     );
-    TTBR0_EL1.set_baddr(root.phys_addr());
+    TTBR0_EL1.set_baddr(table.root().phys_addr());
     barrier::dsb(barrier::ISH);
     barrier::isb(barrier::SY);
     // SAFETY: invalidating every EL1 translation touches no memory; nothing is cached
@@ -152,7 +157,27 @@ pub fn init(frames: &mut BumpFrames) -> LiveTables<Aarch64> {
         "mmu: MAIR_EL1={MAIR_VALUE:#x} TCR_EL1={:#x} (48-bit VA, 4 KiB granule) \
          TTBR0_EL1={:#x}; SCTLR_EL1.M|C|I on (devpriv tables)",
         TCR_EL1.get(),
-        root.phys_addr()
+        table.root().phys_addr()
     );
-    tables
+    // SAFETY: the table's frames came from the identity-mapped pool and are only
+    // changed atomically from now on (by the demo and the MMU).
+    unsafe { LiveTables::new(table.root(), table.root_level(), 0) }
+}
+
+/// How many 4 KiB and 2 MiB leaves map `[start, end)`, found with devpriv-paging's
+/// `translate` (which also checks that the range is mapped).
+fn leaf_counts(table: &PageTable<Aarch64, OffsetMapper>, start: u64, end: u64) -> (u64, u64) {
+    let (mut pages, mut blocks, mut va) = (0, 0, start);
+    while va < end {
+        let Some(translation) = table.translate(va) else {
+            break;
+        };
+        let bytes = translation.size.bytes();
+        match translation.size {
+            PageSize::Size4KiB => pages += 1,
+            _ => blocks += 1,
+        }
+        va = (va & !(bytes - 1)) + bytes;
+    }
+    (pages, blocks)
 }

@@ -13,7 +13,8 @@ use core::fmt::Write;
 use devpriv_demo::device::DevicePage;
 use devpriv_demo::layout::DEVICE_PAGES;
 use devpriv_demo::scenario::kernel_attrs;
-use devpriv_demo::{BumpFrames, FrameSource, LiveTables};
+use devpriv_demo::{BumpFrames, LiveTables};
+use devpriv_paging::{OffsetMapper, PageTable};
 use devpriv_pte::arch::x86_64::{PAT_MSR_VALUE, X86_64};
 use devpriv_pte::{Level, PageSize};
 use x86_64::PhysAddr;
@@ -62,15 +63,11 @@ pub fn device_memory() -> &'static mut [DevicePage] {
 
 /// Builds the kernel's page table, programs PAT, CR4, EFER and CR0, and loads CR3.
 pub fn init(frames: &mut BumpFrames) -> LiveTables<X86_64> {
-    let root = frames
-        .allocate(PageSize::Size4KiB)
+    // SAFETY: every frame the pool hands out is reached at its physical address (identity
+    // mapped, or the MMU is off) and is used by nothing but the table.
+    let mapper = unsafe { OffsetMapper::identity() };
+    let mut table = PageTable::<X86_64, OffsetMapper>::new(Level::L4, mapper, frames)
         .expect("the frame pool has room for the root table");
-    // SAFETY: the root frame is fresh from the pool; identity mapped.
-    unsafe { core::ptr::write_bytes(root.phys_addr() as *mut u8, 0, 4096) };
-    // SAFETY: the root and every table frame come from the identity-mapped pool (offset
-    // 0) and are only changed through `LiveTables` and by the MMU.
-    let tables = unsafe { LiveTables::<X86_64>::new(root, Level::L4, 0) };
-
     let sections = [
         (
             "text",
@@ -97,9 +94,11 @@ pub fn init(frames: &mut BumpFrames) -> LiveTables<X86_64> {
     for (name, start, end, writable, executable) in sections {
         let (start, end) = (start as u64, (end as u64 + 0xfff) & !0xfff);
         let attrs = kernel_attrs::<X86_64>(writable, executable, true, writable);
-        let (pages, blocks) = tables
+        table
             .map_range(start, start, end - start, attrs, frames)
-            .expect("mapping the kernel image");
+            .expect("mapping the kernel image")
+            .ignore(); // not loaded yet: nothing to invalidate
+        let (pages, blocks) = leaf_counts(&table, start, end);
         let _ = writeln!(
             Serial,
             "mmu: {name:<8} {start:#010x}..{end:#010x} {}{} -> {pages} 4 KiB pages, {blocks} 2 MiB blocks",
@@ -119,14 +118,34 @@ pub fn init(frames: &mut BumpFrames) -> LiveTables<X86_64> {
         Efer::update(|f| f.insert(EferFlags::NO_EXECUTE_ENABLE));
         Cr0::update(|f| f.insert(Cr0Flags::WRITE_PROTECT));
     }
-    let frame = PhysFrame::containing_address(PhysAddr::new(root.phys_addr()));
+    let frame = PhysFrame::containing_address(PhysAddr::new(table.root().phys_addr()));
     // SAFETY: the new table identity-maps the whole image — this code, its stack, the
     // IDT, the GDT and the frame pool — at the addresses in use now.
     unsafe { Cr3::write(frame, Cr3Flags::empty()) };
     let _ = writeln!(
         Serial,
         "mmu: PAT={PAT_MSR_VALUE:#018x} CR4.PAE|PGE EFER.LME|NXE CR0.WP; CR3={:#x} (devpriv tables)",
-        root.phys_addr()
+        table.root().phys_addr()
     );
-    tables
+    // SAFETY: the table's frames came from the identity-mapped pool and are only
+    // changed atomically from now on (by the demo and the MMU).
+    unsafe { LiveTables::new(table.root(), table.root_level(), 0) }
+}
+
+/// How many 4 KiB and 2 MiB leaves map `[start, end)`, found with devpriv-paging's
+/// `translate` (which also checks that the range is mapped).
+fn leaf_counts(table: &PageTable<X86_64, OffsetMapper>, start: u64, end: u64) -> (u64, u64) {
+    let (mut pages, mut blocks, mut va) = (0, 0, start);
+    while va < end {
+        let Some(translation) = table.translate(va) else {
+            break;
+        };
+        let bytes = translation.size.bytes();
+        match translation.size {
+            PageSize::Size4KiB => pages += 1,
+            _ => blocks += 1,
+        }
+        va = (va & !(bytes - 1)) + bytes;
+    }
+    (pages, blocks)
 }
