@@ -284,8 +284,19 @@ fn two_threads(c: &mut Criterion) {
     threads(c, 2, "pagemap: 2-thread alloc/free");
 }
 
+/// Not timed: prints the metadata cost per page (from `size_of`) with the results.
+fn metadata_bytes(_: &mut Criterion) {
+    println!(
+        "pagemap: metadata bytes per 4 KiB page: devpriv {} (METADATA_BYTES_PER_PAGE), \
+         linux-style-struct-page {}",
+        devpriv_pagemap::METADATA_BYTES_PER_PAGE,
+        std::mem::size_of::<LinuxStylePage>()
+    );
+}
+
 criterion_group!(
     benches,
+    metadata_bytes,
     alloc_free_order0,
     alloc_free_order9,
     lookup,
