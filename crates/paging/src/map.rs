@@ -46,6 +46,20 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         self.check_range(va, bytes, bytes)?;
         let target = size.level();
         let leaf = F::encode(&Entry::Leaf { pfn, size, attrs }, target)?;
+        if let Some((key, table)) = self.l1_cache
+            && target == Level::L1
+            && key == va >> Level::L2.shift()
+        {
+            let slot = self.entry(table, Level::L1.table_index(va));
+            if !is_absent::<F>(slot.load(Ordering::Acquire), Level::L1) {
+                return Err(PagingError::Occupied {
+                    va,
+                    level: Level::L1,
+                });
+            }
+            slot.store(leaf, Ordering::Release);
+            return Ok(Flush::none());
+        }
         // Walk down; count the tables the path lacks.
         let (table, level, raw) = self.walk_to(va, target);
         if level == target {
@@ -57,6 +71,9 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             }
             self.entry(table, level.table_index(va))
                 .store(leaf, Ordering::Release);
+            if level == Level::L1 {
+                self.l1_cache = Some((va >> Level::L2.shift(), table));
+            }
             return Ok(Flush::none());
         }
         if !is_absent::<F>(raw, level) {
@@ -89,6 +106,9 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         }
         self.entry(table, level.table_index(va))
             .store(leaf, Ordering::Release);
+        if level == Level::L1 {
+            self.l1_cache = Some((va >> Level::L2.shift(), table));
+        }
         Ok(Flush::none())
     }
 

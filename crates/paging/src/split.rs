@@ -247,6 +247,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         let Some(next) = F::table_pfn(raw, found).filter(|_| found == level) else {
             return Err(PagingError::NotCollapsible { va: es });
         };
+        self.l1_cache = None;
         // A cheap check before touching the live entry.
         let merged = self
             .collapsed(next, level)

@@ -29,6 +29,9 @@ pub struct PageTable<F: PagingFormat, M: PhysMapper> {
     root: Pfn,
     root_level: Level,
     mapper: M,
+    /// The level-1 table [`map`](Self::map) last wrote to, keyed by `va >> 21`: tables
+    /// are freed only through `&mut self`, and every such operation clears it.
+    pub(crate) l1_cache: Option<(u64, Pfn)>,
     format: PhantomData<fn() -> F>,
 }
 
@@ -93,6 +96,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             root,
             root_level,
             mapper,
+            l1_cache: None,
             format: PhantomData,
         };
         table.zero(root);
@@ -118,6 +122,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             root,
             root_level,
             mapper,
+            l1_cache: None,
             format: PhantomData,
         })
     }

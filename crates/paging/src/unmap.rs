@@ -49,6 +49,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     ) -> Result<Flush, PagingError> {
         let last = self.check_range(va, len, 4096)?;
         self.check_block_edges(va, last)?;
+        self.l1_cache = None;
         let mut flush = Flush::none();
         let mut freed = FrameChain::default();
         self.clear(
@@ -92,14 +93,23 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             if raw != 0 {
                 if let Some(next) = F::table_pfn(raw, level) {
                     let lower = level.next_lower().expect("table entry at level 1");
-                    if self.clear(next, lower, cs, cl, flush, freed) {
+                    if cs == es && cl == es + (span - 1) {
+                        // The whole subtree goes: detach it without clearing its
+                        // entries; every translation below may be cached.
+                        entry.store(0, Ordering::Release);
+                        flush.merge(Flush::range(es, es.wrapping_add(span), 12));
+                        self.chain_subtree(next, lower, freed);
+                    } else if self.clear(next, lower, cs, cl, flush, freed) {
                         entry.store(0, Ordering::Release);
                         flush.add_entry(es, level.shift());
                         self.chain_push(freed, next);
                     }
                 } else {
-                    let old = entry.swap(0, Ordering::AcqRel);
-                    if F::is_valid(old, level) {
+                    // A plain store: `&mut self` excludes software writers, and an
+                    // accessed/dirty bit the hardware sets meanwhile is dropped with the
+                    // entry anyway.
+                    entry.store(0, Ordering::Release);
+                    if F::is_valid(raw, level) {
                         flush.add_entry(es, level.shift());
                     }
                 }
@@ -110,6 +120,19 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             || entries
                 .iter()
                 .all(|e| is_absent::<F>(e.load(Ordering::Acquire), level))
+    }
+
+    /// Pushes `table` (detached, at `level`) and every table below it onto `freed`.
+    fn chain_subtree(&self, table: Pfn, level: Level, freed: &mut FrameChain) {
+        if let Some(lower) = level.next_lower() {
+            for entry in self.entries(table) {
+                if let Some(next) = F::table_pfn(entry.load(Ordering::Acquire), level) {
+                    self.chain_subtree(next, lower, freed);
+                }
+            }
+        }
+        // Entry 0 becomes the chain link only after the entries were read.
+        self.chain_push(freed, table);
     }
 
     /// Changes the attributes of every present leaf in `[va, va + len)` to
