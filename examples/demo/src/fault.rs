@@ -6,23 +6,27 @@
 //!
 //! 1. checks the fault against the one the demo armed ([`Expectation`]) — anything else
 //!    is an unexpected fault and fails the run;
-//! 2. walks the live page table from the MMU's root, decoding each level with
-//!    devpriv-pte, to the entry that made the MMU fault;
+//! 2. walks the live page table from the MMU's root with a devpriv-paging cursor over
+//!    the faulting page, to the entry that made the MMU fault, and decodes it with
+//!    devpriv-pte at its level;
 //! 3. acts on the entry's kind: a present leaf that forbids the access is made to allow
 //!    it (write, execute, access flag), a software entry is reported and handed to the
-//!    [`Resolver`], whose answer is installed with a compare-exchange;
-//! 4. flushes the TLB for the page and returns [`Outcome::Resume`]: the kernel returns
-//!    from the trap and the faulting instruction runs again, this time successfully.
+//!    [`Resolver`];
+//! 4. installs the new entry with the cursor slot's compare-exchange (break-before-make
+//!    where the architecture needs it), carries out the flush token, and returns
+//!    [`Outcome::Resume`]: the kernel returns from the trap and the faulting instruction
+//!    runs again, this time successfully.
 
 use core::fmt::{self, Write};
 
-use devpriv_pte::{Entry, LeafAttributes, Level, PageProperty, PteFormat};
+use devpriv_paging::{PagingFormat, Slot};
+use devpriv_pte::{Entry, LeafAttributes, Level, PageProperty, PteFormat, SoftwareKind};
 
 use crate::frames::FrameSource;
 use crate::platform::{Console, Platform};
 use crate::report::Stats;
 use crate::resolve::{EntryReport, Request, Resolver, SystemMemory};
-use crate::tables::{LiveTables, Walk};
+use crate::tables::LiveTables;
 
 /// The kind of access that faulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,10 +174,30 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
             fault.access, fault.address, fault.cause
         );
         let expected = expectation.is_some_and(|e| e.matches(&fault));
-        let walk = match tables.walk(fault.address) {
-            Ok(walk) => walk,
+        let table = tables.paging();
+        let slot = table
+            .cursor(fault.address & !0xfff, 0x1000)
+            .map(|mut cursor| cursor.next_slot());
+        let mut slot = match slot {
+            Ok(Some(slot)) => slot,
+            Ok(None) => {
+                let _ = writeln!(out, "the table walk found no entry");
+                return Outcome::Fail;
+            }
             Err(e) => {
                 let _ = writeln!(out, "the table walk failed: {e}");
+                return Outcome::Fail;
+            }
+        };
+        let entry = match slot.entry() {
+            Ok(entry) => entry,
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "level {} entry {:#x} does not decode: {e}",
+                    slot.level().number(),
+                    slot.raw()
+                );
                 return Outcome::Fail;
             }
         };
@@ -181,35 +205,51 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
             let _ = writeln!(
                 out,
                 "UNEXPECTED (level {} entry {:#x}, expected {:?})",
-                walk.level.number(),
-                walk.raw,
+                slot.level().number(),
+                slot.raw(),
                 expectation
             );
             return Outcome::Fail;
         }
-        let outcome = match walk.entry {
-            Entry::Leaf { .. } => fix_present(platform, tables, stats, &fault, &walk),
+        let outcome = match entry {
+            Entry::Leaf { pfn, size, attrs } => match allow_access(&fault, attrs.property()) {
+                Some((property, action)) => {
+                    let _ = writeln!(out, "present {action}");
+                    stats.present_faults += 1;
+                    let attrs = leaf_attrs::<P::Format>(property);
+                    install(platform, &mut slot, Entry::Leaf { pfn, size, attrs })
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "UNEXPECTED: the leaf {:#x} at level {} allows this access",
+                        slot.raw(),
+                        slot.level().number()
+                    );
+                    Outcome::Fail
+                }
+            },
             Entry::Software(sw) => {
-                let size = walk.level.leaf_size();
                 let _ = writeln!(
                     out,
                     "{}{}",
                     EntryReport(&sw.kind),
-                    if walk.level == Level::L2 {
+                    if slot.level() == Level::L2 {
                         " (2 MiB entry)"
                     } else {
                         ""
                     }
                 );
-                match size {
+                match slot.level().leaf_size() {
                     Some(size) => {
                         let request = Request {
-                            va: fault.address & !(size.bytes() - 1),
+                            va: slot.va(),
                             size,
                             entry: sw,
                             access: fault.access,
                         };
-                        resolve(platform, tables, frames, resolver, stats, &request, &walk)
+                        let memory = SystemMemory::new(frames, table.mapper().offset());
+                        resolve(platform, memory, resolver, stats, &request, &mut slot)
                     }
                     None => Outcome::Fail,
                 }
@@ -218,8 +258,8 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
                 let _ = writeln!(
                     out,
                     "UNEXPECTED {} entry at level {}",
-                    walk.entry.kind_name(),
-                    walk.level.number()
+                    entry.kind_name(),
+                    slot.level().number()
                 );
                 Outcome::Fail
             }
@@ -231,19 +271,14 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
     }
 }
 
-/// A present leaf forbade the access: allow it, as the fault's cause says.
-fn fix_present<P: Platform>(
-    platform: &P,
-    tables: &LiveTables<P::Format>,
-    stats: &mut Stats,
-    fault: &Fault,
-    walk: &Walk<'_, P::Format>,
-) -> Outcome {
-    let mut out = Console(platform);
-    let Entry::Leaf { pfn, size, attrs } = walk.entry else {
-        return Outcome::Fail;
-    };
-    let mut property: PageProperty = attrs.property();
+/// The attributes of a leaf with `property`, in format `F`.
+fn leaf_attrs<F: PagingFormat>(property: PageProperty) -> <F as PteFormat>::LeafAttributes {
+    <F as PteFormat>::LeafAttributes::from_property(property)
+}
+
+/// A present leaf forbade the access: the property that allows it, as the fault's cause
+/// says, and what was changed; `None` if the leaf already allows it (a contradiction).
+fn allow_access(fault: &Fault, mut property: PageProperty) -> Option<(PageProperty, &'static str)> {
     let action = match (fault.cause, fault.access) {
         (Cause::Permission, Access::Write) if !property.writable => {
             property.writable = true;
@@ -257,40 +292,21 @@ fn fix_present<P: Platform>(
             property.accessed = true;
             "access flag clear; set it (software access-flag management)"
         }
-        _ => {
-            let _ = writeln!(
-                out,
-                "UNEXPECTED: the leaf {:#x} at level {} allows this access",
-                walk.raw,
-                walk.level.number()
-            );
-            return Outcome::Fail;
-        }
+        _ => return None,
     };
-    let _ = writeln!(out, "present {action}");
-    let attrs = <<P::Format as PteFormat>::LeafAttributes>::from_property(property);
-    stats.present_faults += 1;
-    install(
-        platform,
-        tables,
-        walk,
-        Entry::Leaf { pfn, size, attrs },
-        fault.address,
-    )
+    Some((property, action))
 }
 
 /// A software entry: ask the resolver, install its answer.
 fn resolve<P: Platform>(
     platform: &P,
-    tables: &LiveTables<P::Format>,
-    frames: &mut dyn FrameSource,
+    mut memory: SystemMemory<'_>,
     resolver: &mut dyn Resolver,
     stats: &mut Stats,
     request: &Request,
-    walk: &Walk<'_, P::Format>,
+    slot: &mut Slot<'_, P::Format>,
 ) -> Outcome {
     let mut out = Console(platform);
-    let mut memory = SystemMemory::new(frames, tables.phys_to_virt(0));
     let resolution = match resolver.resolve(request, &mut memory, &mut out) {
         Ok(resolution) => resolution,
         Err(e) => {
@@ -298,10 +314,9 @@ fn resolve<P: Platform>(
             return Outcome::Fail;
         }
     };
-    let kind = &request.entry.kind;
-    match kind {
-        devpriv_pte::SoftwareKind::DevicePrivate { .. } => stats.device_private += 1,
-        devpriv_pte::SoftwareKind::DeviceExclusive { .. } => stats.device_exclusive += 1,
+    match request.entry.kind {
+        SoftwareKind::DevicePrivate { .. } => stats.device_private += 1,
+        SoftwareKind::DeviceExclusive { .. } => stats.device_exclusive += 1,
         k if k.is_migration() => stats.migration += 1,
         _ => {}
     }
@@ -315,29 +330,29 @@ fn resolve<P: Platform>(
     let leaf = Entry::Leaf {
         pfn: resolution.pfn,
         size: request.size,
-        attrs: <<P::Format as PteFormat>::LeafAttributes>::from_property(property),
+        attrs: leaf_attrs::<P::Format>(property),
     };
-    install(platform, tables, walk, leaf, request.va)
+    install(platform, slot, leaf)
 }
 
-/// Replaces the walked entry with `entry` (compare-exchange), flushes, resumes.
+/// Replaces the slot's entry with `entry` (compare-exchange, break-before-make where
+/// needed), carries out the flush token, and resumes.
 fn install<P: Platform>(
     platform: &P,
-    tables: &LiveTables<P::Format>,
-    walk: &Walk<'_, P::Format>,
+    slot: &mut Slot<'_, P::Format>,
     entry: Entry<P::Format>,
-    va: u64,
 ) -> Outcome {
     let mut out = Console(platform);
-    match tables.replace(walk, &entry) {
-        Ok(raw) => {
-            platform.flush_page(va);
+    let old = slot.raw();
+    match slot.replace_break_before_make(&entry, platform.tlb()) {
+        Ok(flush) => {
+            flush.flush(platform.tlb());
             let _ = writeln!(
                 out,
                 "    level {} entry {:#x} -> {:#x}; retry the access",
-                walk.level.number(),
-                walk.raw,
-                raw
+                slot.level().number(),
+                old,
+                slot.raw()
             );
             Outcome::Resume
         }

@@ -3,13 +3,16 @@
 
 use core::fmt;
 
-use devpriv_pte::PteFormat;
+use devpriv_paging::{PagingFormat, TlbInvalidate};
 
 /// The architecture-specific operations the demo needs. Each example kernel implements
 /// it in a few lines (`platform.rs` in the kernel crates).
 pub trait Platform {
     /// The page-table entry format the MMU reads.
-    type Format: PteFormat;
+    type Format: PagingFormat;
+
+    /// TLB maintenance (devpriv-paging's `X86_64Tlb` / `Aarch64Tlb` in the kernels).
+    type Tlb: TlbInvalidate;
 
     /// The architecture's name as the transcript prints it (`x86_64`, `aarch64`).
     const NAME: &'static str;
@@ -26,10 +29,9 @@ pub trait Platform {
     /// Writes `s` to the console.
     fn write_str(&self, s: &str);
 
-    /// Makes the MMU forget any translation of the page at virtual address `va` and
-    /// orders earlier page-table stores before later accesses (x86_64 `invlpg`; aarch64
-    /// `dsb ishst; tlbi vaae1is; dsb ish; isb`).
-    fn flush_page(&self, va: u64);
+    /// The TLB maintenance flush tokens are carried out with (x86_64 `invlpg`; aarch64
+    /// `dsb ishst; tlbi vae1is; dsb ish; isb`).
+    fn tlb(&self) -> &Self::Tlb;
 
     /// Makes `len` bytes of instructions written by data stores at virtual address `va`
     /// visible to instruction fetch (nothing on x86_64; `dc cvau`, `ic iallu`, barriers

@@ -18,8 +18,10 @@ use core::fmt::{self, Write};
 
 use devpriv_pte::{
     DeviceAccess, DeviceIndex, Entry, LeafAttributes, Level, MigrationAccess, PageProperty,
-    PageSize, Pfn, PteFormat, SoftwareEntry, SoftwareKind,
+    PageSize, Pfn, SoftwareEntry, SoftwareKind,
 };
+
+use devpriv_paging::{Flush, PagingFormat};
 
 use crate::cell::TryCell;
 use crate::device::{PAGE_WORDS, device_word, system_word};
@@ -31,7 +33,7 @@ use crate::resolve::Resolver;
 use crate::tables::TableError;
 
 /// Leaf attributes of a kernel mapping (global, write-back) with the given permissions.
-pub fn kernel_attrs<F: PteFormat>(
+pub fn kernel_attrs<F: PagingFormat>(
     writable: bool,
     executable: bool,
     accessed: bool,
@@ -47,7 +49,7 @@ pub fn kernel_attrs<F: PteFormat>(
     })
 }
 
-fn software<F: PteFormat>(kind: SoftwareKind) -> Entry<F> {
+fn software<F: PagingFormat>(kind: SoftwareKind) -> Entry<F> {
     Entry::Software(SoftwareEntry::new(kind))
 }
 
@@ -95,7 +97,7 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
     /// Stores `entry` for `va` at `level` and flushes.
     fn put(&mut self, va: u64, level: Level, entry: Entry<P::Format>) -> Result<(), TableError> {
         self.tables.set(va, level, &entry, &mut self.frames)?;
-        self.platform.flush_page(va);
+        Flush::entry(va, level.shift()).flush(self.platform.tlb());
         Ok(())
     }
 

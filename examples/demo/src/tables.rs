@@ -11,7 +11,8 @@
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use devpriv_pte::{DecodeError, EncodeError, Entry, Level, PageSize, Pfn, PteFormat};
+use devpriv_paging::{OffsetMapper, PageTable, PagingFormat};
+use devpriv_pte::{DecodeError, EncodeError, Entry, Level, PageSize, Pfn};
 
 use crate::frames::FrameSource;
 
@@ -57,7 +58,7 @@ impl core::fmt::Display for TableError {
 
 /// Where a walk stopped: the first entry on the path that is not a table.
 #[derive(Debug)]
-pub struct Walk<'t, F: PteFormat> {
+pub struct Walk<'t, F: PagingFormat> {
     /// The level of the entry.
     pub level: Level,
     /// The entry itself, for compare-exchange.
@@ -69,29 +70,51 @@ pub struct Walk<'t, F: PteFormat> {
 }
 
 /// A page table of format `F` reached from its root frame.
+///
+/// The same tables are also available as a devpriv-paging [`PageTable`]
+/// ([`paging`](Self::paging)), which the fault handler uses for its cursor and
+/// compare-exchange replacement.
 #[derive(Debug)]
-pub struct LiveTables<F: PteFormat> {
+pub struct LiveTables<F: PagingFormat> {
     root: Pfn,
     root_level: Level,
     phys_offset: u64,
+    paging: PageTable<F, OffsetMapper>,
     format: PhantomData<F>,
 }
 
-impl<F: PteFormat> LiveTables<F> {
+impl<F: PagingFormat> LiveTables<F> {
     /// The table whose root (a table at `root_level`) is the frame `root`.
     ///
     /// # Safety
     /// `root` and every table frame reachable from it, or added later through `frames`,
     /// must be memory of format-`F` tables readable and writable at physical address +
     /// `phys_offset` for as long as this value is used, and only changed atomically by
-    /// anyone else (the MMU, other `LiveTables`).
-    pub const unsafe fn new(root: Pfn, root_level: Level, phys_offset: u64) -> Self {
+    /// anyone else (the MMU, other `LiveTables`). Nothing may free those tables while
+    /// this value lives.
+    ///
+    /// # Panics
+    /// If the format cannot start a walk at `root_level`.
+    pub unsafe fn new(root: Pfn, root_level: Level, phys_offset: u64) -> Self {
+        // SAFETY: this function's contract is devpriv-paging's `OffsetMapper::new` and
+        // `PageTable::from_root` contract: every table frame is reached at
+        // `phys_offset`, only changed atomically, and never freed under the table.
+        let paging = unsafe {
+            PageTable::from_root(root, root_level, OffsetMapper::new(phys_offset))
+                .expect("the format starts walks at this level")
+        };
         Self {
             root,
             root_level,
             phys_offset,
+            paging,
             format: PhantomData,
         }
+    }
+
+    /// The same tables as a devpriv-paging [`PageTable`].
+    pub const fn paging(&self) -> &PageTable<F, OffsetMapper> {
+        &self.paging
     }
 
     /// The root frame.

@@ -4,16 +4,19 @@ use core::arch::asm;
 use core::fmt::Write;
 
 use devpriv_demo::Platform;
+use devpriv_paging::tlb::Aarch64Tlb;
 use devpriv_pte::arch::aarch64::Aarch64;
 
 use crate::console::Pl011;
 
-/// aarch64: PL011 console, `tlbi vaae1is`, explicit instruction-cache maintenance.
+/// aarch64: PL011 console, devpriv-paging's TLB maintenance, explicit instruction-cache
+/// maintenance.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Aarch64Platform;
 
 impl Platform for Aarch64Platform {
     type Format = Aarch64;
+    type Tlb = Aarch64Tlb;
     const NAME: &'static str = "aarch64";
     /// The Cortex-A57 (like many cores) has no FEAT_HAFDBS: the access flag is managed
     /// by software through access-flag faults.
@@ -25,20 +28,10 @@ impl Platform for Aarch64Platform {
         let _ = Pl011.write_str(s);
     }
 
-    fn flush_page(&self, va: u64) {
-        // SAFETY: barriers and a TLB invalidation by address touch no memory; they make
-        // the preceding descriptor store visible to the table walker and drop any stale
-        // translation of the page (any ASID, inner shareable).
-        unsafe {
-            asm!(
-                "dsb ishst",
-                "tlbi vaae1is, {page}",
-                "dsb ish",
-                "isb",
-                page = in(reg) (va >> 12) & 0xfff_ffff_ffff,
-                options(nostack, preserves_flags)
-            );
-        }
+    fn tlb(&self) -> &Aarch64Tlb {
+        // `dsb ishst` before, `tlbi vae1is` per page (the demo's leaves are global),
+        // `dsb ish; isb` after.
+        &Aarch64Tlb
     }
 
     fn sync_icache(&self, va: u64, len: usize) {

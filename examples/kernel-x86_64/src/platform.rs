@@ -3,17 +3,19 @@
 use core::fmt::Write;
 
 use devpriv_demo::Platform;
+use devpriv_paging::tlb::X86_64Tlb;
 use devpriv_pte::arch::x86_64::X86_64;
-use x86_64::VirtAddr;
 
 use crate::serial::Serial;
 
-/// x86_64: COM1 console, `invlpg`, coherent instruction fetch.
+/// x86_64: COM1 console, devpriv-paging's `invlpg` TLB maintenance, coherent
+/// instruction fetch.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct X86Platform;
 
 impl Platform for X86Platform {
     type Format = X86_64;
+    type Tlb = X86_64Tlb;
     const NAME: &'static str = "x86_64";
     const HARDWARE_ACCESSED_DIRTY: bool = true;
     /// `ret`.
@@ -23,10 +25,10 @@ impl Platform for X86Platform {
         let _ = Serial.write_str(s);
     }
 
-    fn flush_page(&self, va: u64) {
-        // Page-table stores are ordinary (TSO) stores; `invlpg` drops the page's
-        // translation and the paging-structure caches for it.
-        x86_64::instructions::tlb::flush(VirtAddr::new_truncate(va));
+    fn tlb(&self) -> &X86_64Tlb {
+        // `invlpg` per page, CR3 reload for everything; page-table stores are ordinary
+        // (TSO) stores, so publishing needs no barrier.
+        &X86_64Tlb
     }
 
     fn sync_icache(&self, _va: u64, _len: usize) {
