@@ -635,3 +635,42 @@ fn page_cache() {
     assert_eq!(pm.allocated_pages(), 0);
     space.unregister(id).unwrap();
 }
+
+#[test]
+fn allocated_folios_walks_heads_only() {
+    let ops = Recorder::default();
+    let meta = metadata(1536 + 10);
+    let pm = DevicePagemap::new(1546, Owner::new(1), &ops, &meta).unwrap();
+    assert_eq!(pm.allocated_folios().count(), 0);
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    let large = pm.alloc(PageSize::Size2MiB).unwrap();
+    let small: Vec<_> = (0..3)
+        .map(|_| pm.alloc(PageSize::Size4KiB).unwrap())
+        .collect();
+    let split = pm.alloc(PageSize::Size2MiB).unwrap();
+    assert!(split.trylock().unwrap());
+    split.split().unwrap();
+    let mut cache = PageCache::new(&pm);
+    let cached = cache.alloc().unwrap();
+    let mut expected: Vec<Folio<'_>> = vec![large, cached];
+    expected.extend(&small);
+    expected.extend((0..512).map(|i| split.page(i).unwrap().folio()));
+    expected.sort_by_key(|f| f.index());
+    let walked: Vec<Folio<'_>> = pm.allocated_folios().collect();
+    assert_eq!(walked, expected);
+    // Freed folios and cached pages are not reported.
+    cached.put().unwrap();
+    large.put().unwrap();
+    let walked: Vec<Folio<'_>> = pm.allocated_folios().collect();
+    assert_eq!(walked.len(), 3 + 512);
+    assert!(walked.iter().all(|f| f.size() == PageSize::Size4KiB));
+    for f in walked {
+        if f.is_locked() {
+            f.unlock().unwrap();
+        }
+        f.put().unwrap();
+    }
+    drop(cache);
+    assert_eq!(pm.allocated_pages(), 0);
+}
