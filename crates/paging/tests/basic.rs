@@ -926,3 +926,33 @@ fn model_catches_missing_flush() {
     assert_eq!(w.mmu.access(0, Access::Write), Err(MmuError::ReadOnly));
     w.finish();
 }
+
+#[test]
+fn flush_batch_escalates_past_threshold() {
+    let memory = Memory::new(4);
+    let mmu = Mmu::<X86_64>::new(&memory, Pfn::new(0x100), Level::L4);
+    let mut batch = FlushBatch::new();
+    for i in 0..devpriv_paging::FULL_FLUSH_THRESHOLD {
+        batch.add(Flush::entry(i << 12, 12));
+    }
+    batch.add(Flush::none());
+    assert_eq!(batch.pending(), 32);
+    assert!(!batch.is_all());
+    batch.flush(&mmu);
+    assert_eq!(mmu.invalidations(), (32, 0));
+    for i in 0..=devpriv_paging::FULL_FLUSH_THRESHOLD {
+        batch.add(Flush::entry(i << 12, 12));
+    }
+    assert!(batch.is_all());
+    batch.finish(&mmu);
+    assert_eq!(mmu.invalidations(), (32, 1));
+    // One token for a range: one invalidation per entry of its smallest size.
+    let mut token = Flush::entry(2 * MIB, 21);
+    token.add_entry(0x3000, 12);
+    assert_eq!(token.pages(), (4 * MIB - 0x3000) >> 12);
+    assert!(token.pages() > 32);
+    token.flush(&mmu);
+    assert_eq!(mmu.invalidations(), (32, 2));
+    Flush::entry(GIB, 30).flush(&mmu);
+    assert_eq!(mmu.invalidations(), (33, 2));
+}
