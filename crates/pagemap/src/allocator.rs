@@ -130,9 +130,9 @@ impl AllocState {
     }
 
     /// Allocates a 4 KiB page; returns its page number.
-    pub(crate) fn alloc_small(&mut self, meta: &[PageMeta]) -> Option<u64> {
+    pub(crate) fn alloc_small(&mut self, meta: &[PageMeta], locked: u64) -> Option<u64> {
         let page = self.take_small(meta)?;
-        publish(&meta[page as usize], word::ALLOCATED | 1);
+        publish(&meta[page as usize], word::ALLOCATED | locked | 1);
         Some(page)
     }
 
@@ -167,12 +167,12 @@ impl AllocState {
     }
 
     /// Allocates a 2 MiB folio; returns its head page number.
-    pub(crate) fn alloc_large(&mut self, meta: &[PageMeta]) -> Option<u64> {
+    pub(crate) fn alloc_large(&mut self, meta: &[PageMeta], locked: u64) -> Option<u64> {
         let chunk = self.take_whole(meta)?;
         self.set_header(meta, chunk, Header::new(LARGE, 0, 0, 0));
         publish(
             &meta[(chunk * CHUNK_PAGES) as usize],
-            word::ALLOCATED | word::LARGE | 1,
+            word::ALLOCATED | word::LARGE | locked | 1,
         );
         self.allocated += CHUNK_PAGES;
         Some(chunk * CHUNK_PAGES)

@@ -674,3 +674,35 @@ fn allocated_folios_walks_heads_only() {
     drop(cache);
     assert_eq!(pm.allocated_pages(), 0);
 }
+
+#[test]
+fn alloc_locked_gives_a_locked_destination() {
+    let ops = Recorder::default();
+    let meta = metadata(1024);
+    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    for size in [PageSize::Size4KiB, PageSize::Size2MiB] {
+        let f = pm.alloc_locked(size).unwrap();
+        assert_eq!(f.size(), size);
+        assert!(f.is_locked());
+        assert_eq!(f.refcount(), 1);
+        assert_eq!(f.trylock(), Ok(false));
+        assert_eq!(f.put(), Err(FolioError::FreeLocked));
+        f.unlock().unwrap();
+        f.put().unwrap();
+    }
+    assert_eq!(
+        pm.alloc_locked(PageSize::Size1GiB).err(),
+        Some(AllocError::UnsupportedSize(PageSize::Size1GiB))
+    );
+    // A locked 2 MiB destination can be split straight away (the migration split path).
+    let big = pm.alloc_locked(PageSize::Size2MiB).unwrap();
+    big.split().unwrap();
+    for i in 0..512 {
+        let g = big.page(i).unwrap().folio();
+        g.unlock().unwrap();
+        g.put().unwrap();
+    }
+    assert_eq!(pm.allocated_pages(), 0);
+}
