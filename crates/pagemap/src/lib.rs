@@ -14,7 +14,8 @@
 //!   meaning free, so registering a pagemap of any size ([`DevicePagemap::new`],
 //!   [`DevicePrivateSpace::register`]) touches no page's metadata;
 //! - an allocator of 4 KiB and 2 MiB folios that keeps its state in that metadata, lazily,
-//!   and splits and re-merges 2 MiB chunks in O(1);
+//!   and splits and re-merges 2 MiB chunks in O(1), with per-CPU page caches
+//!   ([`PageCache`]) so that CPUs do not contend on it;
 //! - reference counts, folio locks and reverse maps with Linux's rules, each misuse a
 //!   typed error.
 //!
