@@ -282,12 +282,26 @@ pub fn boot_and_check() -> Result<String, String> {
 
 /// Builds the kernel for `arch` and returns the path of its ELF.
 pub fn build_kernel(arch: KernelArch) -> Result<PathBuf, String> {
+    build_kernel_with(arch, &[], "kernels")
+}
+
+/// Builds the kernel for `arch` with cargo `features` into `target/<target_dir>` and
+/// returns the path of its ELF.
+pub fn build_kernel_with(
+    arch: KernelArch,
+    features: &[&str],
+    target_dir: &str,
+) -> Result<PathBuf, String> {
     let root = repo_root();
-    let target_dir = root.join("target").join("kernels");
+    let target_dir = root.join("target").join(target_dir);
     let manifest = root.join(arch.crate_dir()).join("Cargo.toml");
     eprintln!("xtask qemu: building the {} kernel", arch.name());
-    let status = cargo()
-        .args(["build", "--release", "--target", arch.target()])
+    let mut command = cargo();
+    command.args(["build", "--release", "--target", arch.target()]);
+    if !features.is_empty() {
+        command.arg("--features").arg(features.join(","));
+    }
+    let status = command
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--target-dir")
@@ -672,6 +686,34 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
     fn both_kernels_boot_and_pass() {
         let summary = boot_and_check().unwrap();
         assert!(summary.starts_with("both kernels passed"), "{summary}");
+    }
+
+    /// A kernel that takes a fault nobody expected must exit with its failure status,
+    /// and `boot_and_check`'s checks must reject it (needs QEMU; run with `--ignored`).
+    #[test]
+    #[ignore = "boots QEMU; run with `cargo test -p xtask -- --ignored`"]
+    fn an_unexpected_fault_fails_the_boot() {
+        for arch in KernelArch::ALL {
+            let qemu = ensure_qemu(arch).unwrap();
+            let elf = build_kernel_with(arch, &["unexpected-fault-selftest"], "kernels-selftest")
+                .unwrap();
+            let boot = boot(
+                arch,
+                &qemu,
+                &elf,
+                false,
+                Duration::from_secs(TCG_TIMEOUT_SECS),
+                &mut std::io::sink(),
+            )
+            .unwrap();
+            let verdict = boot.exit_verdict().unwrap_err();
+            assert!(verdict.contains("reported failure"), "{verdict}");
+            assert!(
+                boot.transcript.contains("UNEXPECTED"),
+                "{}",
+                boot.transcript
+            );
+        }
     }
 
     #[test]

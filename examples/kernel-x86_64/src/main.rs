@@ -69,6 +69,13 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
         exit::exit(false);
     }
     let passed = devpriv_demo::scenario::run(&DEMO);
+    #[cfg(feature = "unexpected-fault-selftest")]
+    {
+        let _ = writeln!(Serial, "selftest: reading an unmapped address");
+        // SAFETY: nothing is mapped there; the read faults and the handler, finding no
+        // expectation armed, reports it and exits with the failure status.
+        let _ = unsafe { (0x40_1000_0000 as *const u64).read_volatile() };
+    }
     exit::exit(passed)
 }
 
