@@ -5,11 +5,15 @@
 
 use std::collections::BTreeMap;
 
+use devpriv_paging::FlushBatch;
 use devpriv_paging::model::{Access, Memory, Mmu, MmuError};
 use devpriv_paging::{PageTable, PagingError, PagingFormat};
 use devpriv_pte::arch::aarch64::Aarch64;
 use devpriv_pte::arch::x86_64::X86_64;
-use devpriv_pte::{LeafAttributes, Level, MemoryType, PageProperty, PageSize, Pfn};
+use devpriv_pte::{
+    Entry, LeafAttributes, Level, MemoryType, MigrationAccess, PageProperty, PageSize, Pfn,
+    SoftwareEntry, SoftwareKind,
+};
 use proptest::prelude::*;
 
 const MIB: u64 = 1 << 20;
@@ -54,6 +58,19 @@ enum Op {
     Budget {
         frames: u64,
     },
+    /// Replace present leaves by migration entries through a cursor (splitting blocks
+    /// the range cuts).
+    Collect {
+        page: u64,
+        pages: u64,
+    },
+    /// Replace migration entries by present leaves through a cursor (splitting 2 MiB
+    /// migration entries the range cuts).
+    Restore {
+        page: u64,
+        pages: u64,
+        attrs: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -68,6 +85,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => page.clone().prop_map(|page| Op::Collapse { page }),
         2 => page.clone().prop_map(|page| Op::Access { page }),
         1 => (0..4u64).prop_map(|frames| Op::Budget { frames }),
+        2 => (page.clone(), 1..1200u64).prop_map(|(page, pages)| Op::Collect { page, pages }),
+        2 => (page.clone(), 1..1200u64, 0..4u8).prop_map(|(page, pages, attrs)| Op::Restore { page, pages, attrs }),
     ]
 }
 
@@ -87,8 +106,18 @@ fn attrs<F: PagingFormat>(choice: u8) -> F::LeafAttributes {
     })
 }
 
-/// What each 4 KiB page of the window maps to.
-type Model<A> = BTreeMap<u64, (u64, A)>;
+/// What each 4 KiB page of the window holds: a present page (pa, attributes), or a
+/// migration entry for the frame at pa (attributes `None`).
+type Model<A> = BTreeMap<u64, (u64, Option<A>)>;
+
+fn migration<F: PagingFormat>(pfn: Pfn) -> Entry<F> {
+    Entry::Software(SoftwareEntry::new(SoftwareKind::Migration {
+        access: MigrationAccess::Write,
+        pfn,
+        young: false,
+        dirty: false,
+    }))
+}
 
 struct Harness<'m, F: PagingFormat> {
     memory: &'m Memory,
@@ -141,7 +170,8 @@ impl<'m, F: PagingFormat> Harness<'m, F> {
                 touched = (page, size.frames());
                 r?.flush(&self.mmu);
                 for i in 0..size.frames() {
-                    self.model.insert(page + i, (pa + i * 4096, attrs::<F>(a)));
+                    self.model
+                        .insert(page + i, (pa + i * 4096, Some(attrs::<F>(a))));
                 }
             }
             Op::MapRange {
@@ -157,7 +187,8 @@ impl<'m, F: PagingFormat> Harness<'m, F> {
                     .map_range(va(page), pa, pages * 4096, attrs::<F>(a), &mut alloc)?
                     .flush(&self.mmu);
                 for i in 0..pages {
-                    self.model.insert(page + i, (pa + i * 4096, attrs::<F>(a)));
+                    self.model
+                        .insert(page + i, (pa + i * 4096, Some(attrs::<F>(a))));
                 }
             }
             Op::Unmap { page, pages } => {
@@ -181,8 +212,8 @@ impl<'m, F: PagingFormat> Harness<'m, F> {
                     .protect(va(page), pages * 4096, |_| attrs::<F>(a), &self.mmu)?
                     .flush(&self.mmu);
                 for i in 0..pages {
-                    if let Some(entry) = self.model.get_mut(&(page + i)) {
-                        entry.1 = attrs::<F>(a);
+                    if let Some((_, Some(old))) = self.model.get_mut(&(page + i)) {
+                        *old = attrs::<F>(a);
                     }
                 }
             }
@@ -207,15 +238,76 @@ impl<'m, F: PagingFormat> Harness<'m, F> {
                 self.memory.set_budget(Some(frames));
                 touched = (0, 0);
             }
+            Op::Collect { page, pages } => {
+                let (page, pages) = Self::clip(page, pages);
+                touched = (page & !511, pages + 1024);
+                self.rewrite(page, pages, None);
+            }
+            Op::Restore {
+                page,
+                pages,
+                attrs: a,
+            } => {
+                let (page, pages) = Self::clip(page, pages);
+                touched = (page & !511, pages + 1024);
+                self.rewrite(page, pages, Some(attrs::<F>(a)));
+            }
         }
         Ok(touched)
+    }
+
+    /// Walks `[page, page + pages)` with a cursor: `to == None` replaces present leaves
+    /// by migration entries, `Some(attrs)` replaces migration entries by leaves. Entries
+    /// the range only partly covers are split first (a failed split skips the entry).
+    fn rewrite(&mut self, page: u64, pages: u64, to: Option<F::LeafAttributes>) {
+        let mut alloc = self.memory;
+        let start = BASE + page * 4096;
+        let end = start + pages * 4096;
+        let mut batch = FlushBatch::new();
+        let mut cursor = self.table.cursor(start, pages * 4096).unwrap();
+        while let Some(mut slot) = cursor.next_slot() {
+            let new = match (slot.entry().unwrap(), to) {
+                (Entry::Leaf { pfn, .. }, None) => migration::<F>(pfn),
+                (
+                    Entry::Software(SoftwareEntry {
+                        kind: SoftwareKind::Migration { pfn, .. },
+                        ..
+                    }),
+                    Some(attrs),
+                ) => Entry::Leaf {
+                    pfn,
+                    size: slot.level().leaf_size().unwrap(),
+                    attrs,
+                },
+                _ => continue,
+            };
+            if slot.va() < start || slot.va() + slot.span() > end {
+                if let Ok(flush) = cursor.split(&slot, &mut alloc, &self.mmu) {
+                    batch.add(flush);
+                }
+                continue;
+            }
+            batch.add(slot.replace(&new).unwrap());
+            let first = (slot.va() - BASE) / 4096;
+            for p in first..first + slot.span() / 4096 {
+                let (pa, _) = self.model[&p];
+                self.model.insert(p, (pa, to));
+            }
+        }
+        batch.finish(&self.mmu);
     }
 
     /// The table and the MMU agree with the model on `pages` pages from `page`.
     fn check(&self, page: u64, pages: u64) {
         for p in page..(page + pages).min(PAGES) {
             let va = BASE + p * 4096 + 0x123;
-            let expected = self.model.get(&p).copied();
+            let state = self.model.get(&p).copied();
+            if let Some((pa, None)) = state {
+                let (level, entry) = self.table.lookup(va).unwrap();
+                let first = Pfn::containing(pa & !(level.entry_span() - 1));
+                assert_eq!(entry, migration::<F>(first), "lookup {va:#x}");
+            }
+            let expected = state.and_then(|(pa, a)| Some((pa, a?)));
             let t = self.table.translate(va);
             assert_eq!(
                 t.map(|t| (t.pa, t.attrs)),
