@@ -1,8 +1,8 @@
 //! [`TryCell`]: the one place a kernel keeps the demo state for its trap handler.
 //!
-//! A trap handler has no arguments to carry state in, so the kernel keeps the [`Demo`]
-//! (crate::Demo) in a static `TryCell`. Borrowing is a try-lock: a fault taken while the
-//! state is borrowed — a fault inside the fault handler, or during the demo's own
+//! A trap handler has no arguments to carry state in, so the kernel keeps the
+//! [`Demo`](crate::Demo) in a static `TryCell`. Borrowing is a try-lock: a fault taken
+//! while the state is borrowed — a fault inside the fault handler, or during the demo's own
 //! bookkeeping — finds the cell busy, and the kernel reports a nested fault instead of
 //! corrupting the state.
 
