@@ -57,6 +57,9 @@ pub enum FaultError {
 }
 
 /// What the driver of a pagemap does (Linux's `struct dev_pagemap_ops`).
+///
+/// The pagemap never calls these with its allocator lock held, so a driver may allocate
+/// or free folios from inside them.
 pub trait PagemapOps: Sync {
     /// A CPU touched a page of this pagemap: migrate it (and, at the driver's choice,
     /// its neighbours) back to system RAM. Called with the page referenced and locked.

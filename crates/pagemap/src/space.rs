@@ -40,6 +40,8 @@ pub(crate) const fn slot_base(slot: usize) -> DeviceIndex {
 }
 
 /// Names one registration of a pagemap: its slot and the slot's generation.
+///
+/// Meaningful only to the space that issued it (a kernel normally has one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PagemapId {
     slot: u16,
