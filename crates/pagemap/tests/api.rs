@@ -706,3 +706,49 @@ fn alloc_locked_gives_a_locked_destination() {
     }
     assert_eq!(pm.allocated_pages(), 0);
 }
+
+#[test]
+fn callbacks_may_allocate_and_free() {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    struct Reentrant {
+        pagemap: OnceLock<&'static DevicePagemap<'static>>,
+        nested: AtomicBool,
+    }
+    impl PagemapOps for Reentrant {
+        fn migrate_to_ram(&self, _: &CpuFault<'_>) -> Result<(), FaultError> {
+            Ok(())
+        }
+        fn folio_free(&self, _: Folio<'_>) {
+            if !self.nested.swap(true, Ordering::Relaxed) {
+                let pm = self.pagemap.get().unwrap();
+                pm.alloc(PageSize::Size4KiB).unwrap().put().unwrap();
+            }
+        }
+        fn folio_split(&self, _: Folio<'_>) {
+            let pm = self.pagemap.get().unwrap();
+            pm.alloc(PageSize::Size4KiB).unwrap().put().unwrap();
+        }
+    }
+    let ops: &'static Reentrant = Box::leak(Box::new(Reentrant {
+        pagemap: OnceLock::new(),
+        nested: AtomicBool::new(false),
+    }));
+    let meta: &'static [PageMeta] = Box::leak(metadata(1024).into_boxed_slice());
+    let pm: &'static DevicePagemap<'static> = Box::leak(Box::new(
+        DevicePagemap::new(1024, Owner::new(1), ops, meta).unwrap(),
+    ));
+    ops.pagemap.set(pm).ok().unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(pm).unwrap();
+    pm.alloc(PageSize::Size4KiB).unwrap().put().unwrap();
+    assert!(ops.nested.load(Ordering::Relaxed));
+    let big = pm.alloc_locked(PageSize::Size2MiB).unwrap();
+    big.split().unwrap();
+    for i in 0..512 {
+        let g = big.page(i).unwrap().folio();
+        g.unlock().unwrap();
+        g.put().unwrap();
+    }
+    assert_eq!(pm.allocated_pages(), 0);
+}
