@@ -24,7 +24,9 @@
 //!
 //! Chunk fields (high half): page 0 holds the chunk header (state 2 bits: whole / large /
 //! split; free-page count 10 bits; never-used watermark 10 bits; free-list head 10 bits);
-//! pages 1 and 2 hold the links of the list of partly used chunks.
+//! pages 1 and 2 hold the links of the list of partly used chunks. (The allocator keeps
+//! the header of the chunk it is currently carving 4 KiB pages from in its own state and
+//! writes it back when it moves on.)
 //!
 //! # The reverse-map word
 //!
