@@ -156,7 +156,8 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         alloc.free(self.root);
     }
 
-    fn free_subtree(&self, table: Pfn, level: Level, alloc: &mut impl FrameAllocator) {
+    /// Frees every table below `table` (at `level`), not `table` itself.
+    pub(crate) fn free_subtree(&self, table: Pfn, level: Level, alloc: &mut impl FrameAllocator) {
         let Some(lower) = level.next_lower() else {
             return;
         };

@@ -11,6 +11,20 @@ use crate::sync::Ordering;
 use crate::table::{FrameChain, PageTable, chunk, is_absent};
 use crate::tlb::TlbInvalidate;
 
+/// Frames detached by an unmap, freed after the invalidation: whole subtrees by their
+/// root (their entries are read when they are freed, never written), the rest chained.
+#[derive(Default)]
+struct Detached {
+    subtrees: [Option<(Pfn, Level)>; 8],
+    chain: FrameChain,
+}
+
+impl Detached {
+    fn is_empty(&self) -> bool {
+        self.subtrees[0].is_none() && self.chain.is_empty()
+    }
+}
+
 impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// Fails with [`PagingError::PartialBlock`] if a block or software entry above level
     /// 1 straddles either end of `[start, last]`.
@@ -51,7 +65,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         self.check_block_edges(va, last)?;
         self.l1_cache = None;
         let mut flush = Flush::none();
-        let mut freed = FrameChain::default();
+        let mut freed = Detached::default();
         self.clear(
             self.root(),
             self.root_level(),
@@ -64,7 +78,11 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             return Ok(flush);
         }
         flush.flush(tlb);
-        self.chain_free(freed, alloc);
+        for (table, level) in freed.subtrees.into_iter().flatten() {
+            self.free_subtree(table, level, alloc);
+            alloc.free(table);
+        }
+        self.chain_free(freed.chain, alloc);
         Ok(Flush::none())
     }
 
@@ -76,7 +94,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         start: u64,
         last: u64,
         flush: &mut Flush,
-        freed: &mut FrameChain,
+        freed: &mut Detached,
     ) -> bool {
         let span = level.entry_span();
         let entries = self.entries(table);
@@ -98,11 +116,14 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                         // entries; every translation below may be cached.
                         entry.store(0, Ordering::Release);
                         flush.merge(Flush::range(es, es.wrapping_add(span), 12));
-                        self.chain_subtree(next, lower, freed);
+                        match freed.subtrees.iter_mut().find(|s| s.is_none()) {
+                            Some(free_slot) => *free_slot = Some((next, lower)),
+                            None => self.chain_subtree(next, lower, &mut freed.chain),
+                        }
                     } else if self.clear(next, lower, cs, cl, flush, freed) {
                         entry.store(0, Ordering::Release);
                         flush.add_entry(es, level.shift());
-                        self.chain_push(freed, next);
+                        self.chain_push(&mut freed.chain, next);
                     }
                 } else {
                     // A plain store: `&mut self` excludes software writers, and an

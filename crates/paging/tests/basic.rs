@@ -956,3 +956,46 @@ fn flush_batch_escalates_past_threshold() {
     Flush::entry(GIB, 30).flush(&mmu);
     assert_eq!(mmu.invalidations(), (33, 2));
 }
+
+fn unmap_frees_many_subtrees<F: PagingFormat>() {
+    let memory = Memory::new(64);
+    let mut w = world::<F>(&memory);
+    let mut alloc = &memory;
+    // 20 level-1 tables of 4 KiB pages.
+    w.table
+        .map_range_with_max(0, 0, 40 * MIB, rw::<F>(), PageSize::Size4KiB, &mut alloc)
+        .unwrap()
+        .ignore();
+    for va in (0..40 * MIB).step_by(MIB as usize) {
+        assert_eq!(w.mmu.access(va, Access::Read), Ok(va));
+    }
+    let tables = memory.live_frames();
+    // 19 whole level-1 tables and part of the first: more subtrees than unmap keeps
+    // inline, so the rest go through the frame chain.
+    w.table
+        .unmap(0x1000, 40 * MIB - 0x1000, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(memory.live_frames(), tables - 19);
+    assert_eq!(w.mmu.access(0, Access::Read), Ok(0));
+    for va in (0x1000..40 * MIB).step_by(0x3_1000) {
+        assert!(w.mmu.access(va, Access::Read).is_err());
+        assert!(w.table.translate(va).is_none());
+    }
+    w.table
+        .unmap(0, 0x1000, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(memory.live_frames(), 1);
+    w.finish();
+}
+
+#[test]
+fn unmap_frees_many_subtrees_x86_64() {
+    unmap_frees_many_subtrees::<X86_64>();
+}
+
+#[test]
+fn unmap_frees_many_subtrees_aarch64() {
+    unmap_frees_many_subtrees::<Aarch64>();
+}
