@@ -5,7 +5,7 @@
 //! nothing: table frames come from the caller's [`FrameAllocator`], table memory is
 //! reached through a [`PhysMapper`] (an [`OffsetMapper`] for direct or identity maps is
 //! provided), and TLB maintenance goes through a [`TlbInvalidate`] implementation
-//! ([`tlb::X86_64Tlb`](crate::tlb) / [`tlb::Aarch64Tlb`](crate::tlb) on the real
+//! (`tlb::X86_64Tlb` / `tlb::Aarch64Tlb` on the real
 //! architectures, the software MMU of the `model` feature on a host).
 //!
 //! * Entries are atomics. Changes that can race (the cursor, protect, split) use

@@ -1,7 +1,7 @@
 //! TLB invalidation and the barriers around it: the [`TlbInvalidate`] trait and its
 //! implementations.
 //!
-//! The architecture implementations ([`X86_64Tlb`], [`Aarch64Tlb`]) exist only when
+//! The architecture implementations (`X86_64Tlb`, `Aarch64Tlb`) exist only when
 //! compiling for that architecture outside tests; every other part of the crate works
 //! with any implementation, such as the software MMU of the `model` feature.
 
