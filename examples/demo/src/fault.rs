@@ -122,6 +122,7 @@ pub struct Demo<P: Platform, A: FrameSource, R: Resolver> {
     pub stats: Stats,
     expectation: Option<Expectation>,
     hits: u32,
+    quiet: bool,
 }
 
 impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
@@ -135,12 +136,18 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
             stats: Stats::default(),
             expectation: None,
             hits: 0,
+            quiet: false,
         }
     }
 
     /// The console.
     pub fn console(&self) -> Console<'_, P> {
-        Console(&self.platform)
+        Console::new(&self.platform, false)
+    }
+
+    /// Mutes (or unmutes) the fault handler's transcript lines, for timing.
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.quiet = quiet;
     }
 
     /// Arms the handler for one kind of fault in a region.
@@ -165,14 +172,28 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
             resolver,
             stats,
             expectation,
+            quiet,
             ..
         } = self;
-        let mut out = Console(&*platform);
-        let _ = write!(
-            out,
-            "  fault: {} at {:#x} ({}): ",
-            fault.access, fault.address, fault.cause
-        );
+        let quiet = *quiet;
+        let platform: &P = platform;
+        let prefix = |out: &mut Console<'_, P>| {
+            let _ = write!(
+                out,
+                "  fault: {} at {:#x} ({}): ",
+                fault.access, fault.address, fault.cause
+            );
+        };
+        let mut out = Console::new(platform, quiet);
+        prefix(&mut out);
+        // Failures are always printed, with the fault's line if it was muted.
+        let loud = || {
+            let mut console = Console::new(platform, false);
+            if quiet {
+                prefix(&mut console);
+            }
+            console
+        };
         let expected = expectation.is_some_and(|e| e.matches(&fault));
         let table = tables.paging();
         let slot = table
@@ -181,11 +202,11 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
         let mut slot = match slot {
             Ok(Some(slot)) => slot,
             Ok(None) => {
-                let _ = writeln!(out, "the table walk found no entry");
+                let _ = writeln!(loud(), "the table walk found no entry");
                 return Outcome::Fail;
             }
             Err(e) => {
-                let _ = writeln!(out, "the table walk failed: {e}");
+                let _ = writeln!(loud(), "the table walk failed: {e}");
                 return Outcome::Fail;
             }
         };
@@ -193,7 +214,7 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
             Ok(entry) => entry,
             Err(e) => {
                 let _ = writeln!(
-                    out,
+                    loud(),
                     "level {} entry {:#x} does not decode: {e}",
                     slot.level().number(),
                     slot.raw()
@@ -203,7 +224,7 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
         };
         if !expected {
             let _ = writeln!(
-                out,
+                loud(),
                 "UNEXPECTED (level {} entry {:#x}, expected {:?})",
                 slot.level().number(),
                 slot.raw(),
@@ -217,11 +238,11 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
                     let _ = writeln!(out, "present {action}");
                     stats.present_faults += 1;
                     let attrs = leaf_attrs::<P::Format>(property);
-                    install(platform, &mut slot, Entry::Leaf { pfn, size, attrs })
+                    install(platform, quiet, &mut slot, Entry::Leaf { pfn, size, attrs })
                 }
                 None => {
                     let _ = writeln!(
-                        out,
+                        loud(),
                         "UNEXPECTED: the leaf {:#x} at level {} allows this access",
                         slot.raw(),
                         slot.level().number()
@@ -249,14 +270,16 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
                             access: fault.access,
                         };
                         let memory = SystemMemory::new(frames, table.mapper().offset());
-                        resolve(platform, memory, resolver, stats, &request, &mut slot)
+                        resolve(
+                            platform, quiet, memory, resolver, stats, &request, &mut slot,
+                        )
                     }
                     None => Outcome::Fail,
                 }
             }
             Entry::Absent | Entry::Table { .. } => {
                 let _ = writeln!(
-                    out,
+                    loud(),
                     "UNEXPECTED {} entry at level {}",
                     entry.kind_name(),
                     slot.level().number()
@@ -300,17 +323,18 @@ fn allow_access(fault: &Fault, mut property: PageProperty) -> Option<(PageProper
 /// A software entry: ask the resolver, install its answer.
 fn resolve<P: Platform>(
     platform: &P,
+    quiet: bool,
     mut memory: SystemMemory<'_>,
     resolver: &mut dyn Resolver,
     stats: &mut Stats,
     request: &Request,
     slot: &mut Slot<'_, P::Format>,
 ) -> Outcome {
-    let mut out = Console(platform);
+    let mut out = Console::new(platform, quiet);
     let resolution = match resolver.resolve(request, &mut memory, &mut out) {
         Ok(resolution) => resolution,
         Err(e) => {
-            let _ = writeln!(out, "    FAILED: {e}");
+            let _ = writeln!(Console::new(platform, false), "    FAILED: {e}");
             return Outcome::Fail;
         }
     };
@@ -332,17 +356,18 @@ fn resolve<P: Platform>(
         size: request.size,
         attrs: leaf_attrs::<P::Format>(property),
     };
-    install(platform, slot, leaf)
+    install(platform, quiet, slot, leaf)
 }
 
 /// Replaces the slot's entry with `entry` (compare-exchange, break-before-make where
 /// needed), carries out the flush token, and resumes.
 fn install<P: Platform>(
     platform: &P,
+    quiet: bool,
     slot: &mut Slot<'_, P::Format>,
     entry: Entry<P::Format>,
 ) -> Outcome {
-    let mut out = Console(platform);
+    let mut out = Console::new(platform, quiet);
     let old = slot.raw();
     match slot.replace_break_before_make(&entry, platform.tlb()) {
         Ok(flush) => {
@@ -357,7 +382,10 @@ fn install<P: Platform>(
             Outcome::Resume
         }
         Err(e) => {
-            let _ = writeln!(out, "    FAILED to install the new entry: {e}");
+            let _ = writeln!(
+                Console::new(platform, false),
+                "    FAILED to install the new entry: {e}"
+            );
             Outcome::Fail
         }
     }

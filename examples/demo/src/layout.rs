@@ -26,6 +26,13 @@ pub const DEVICE_MIGRATION_PAGE: u64 = DEMO_BASE + 0x80_2000;
 /// A page behind a device-exclusive entry.
 pub const DEVICE_EXCLUSIVE_PAGE: u64 = DEMO_BASE + 0x80_3000;
 
+/// A buffer of device-private pages whose faults the demo times.
+pub const TIMED_BUFFER: u64 = DEMO_BASE + 0x100_0000;
+/// Pages in [`TIMED_BUFFER`].
+pub const TIMED_PAGES: u64 = 256;
+/// The first device index of [`TIMED_BUFFER`]'s pages.
+pub const TIMED_FIRST_INDEX: u64 = 16;
+
 /// The first device index of [`DEVICE_BUFFER`]'s pages.
 pub const DEVICE_BUFFER_FIRST_INDEX: u64 = 3;
 /// The device index of the device-private migration page.

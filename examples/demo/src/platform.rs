@@ -26,8 +26,14 @@ pub trait Platform {
     /// instruction fetch from a no-execute page.
     const RETURN_INSTRUCTION: &'static [u8];
 
+    /// What [`Self::cycles`] counts, for the transcript (`TSC cycles`, `timer ticks`).
+    const CYCLE_UNIT: &'static str;
+
     /// Writes `s` to the console.
     fn write_str(&self, s: &str);
+
+    /// A free-running counter for timing (x86_64 `rdtsc`, aarch64 `CNTVCT_EL0`).
+    fn cycles() -> u64;
 
     /// The TLB maintenance flush tokens are carried out with (x86_64 `invlpg`; aarch64
     /// `dsb ishst; tlbi vae1is; dsb ish; isb`).
@@ -39,12 +45,25 @@ pub trait Platform {
     fn sync_icache(&self, va: u64, len: usize);
 }
 
-/// A [`fmt::Write`] adapter over a platform's console.
-pub struct Console<'a, P: Platform>(pub &'a P);
+/// A [`fmt::Write`] adapter over a platform's console, which can be muted (while the
+/// demo times faults, printing would dominate what is measured).
+pub struct Console<'a, P: Platform> {
+    platform: &'a P,
+    muted: bool,
+}
+
+impl<'a, P: Platform> Console<'a, P> {
+    /// The console of `platform`; writes are dropped if `muted`.
+    pub const fn new(platform: &'a P, muted: bool) -> Self {
+        Self { platform, muted }
+    }
+}
 
 impl<P: Platform> fmt::Write for Console<'_, P> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.write_str(s);
+        if !self.muted {
+            self.platform.write_str(s);
+        }
         Ok(())
     }
 }

@@ -88,6 +88,11 @@ impl<F: PagingFormat> Platform for Recorder<F> {
     const NAME: &'static str = "host";
     const HARDWARE_ACCESSED_DIRTY: bool = true;
     const RETURN_INSTRUCTION: &'static [u8] = &[0xc3];
+    const CYCLE_UNIT: &'static str = "host ticks";
+
+    fn cycles() -> u64 {
+        0
+    }
 
     fn write_str(&self, s: &str) {
         self.console.borrow_mut().push_str(s);
@@ -656,6 +661,43 @@ fn unhandled_software_kinds_fail_with_the_reason<F: PagingFormat>() {
             .console
             .borrow()
             .contains("unknown device index 0x1388")
+    );
+}
+
+#[test]
+fn quiet_mode_mutes_resolutions_but_not_failures() {
+    let ram = Ram::new(8 << 20);
+    let mut pages = device_pages();
+    let mut d = demo::<X86_64>(&ram, &mut pages);
+    let kind = SoftwareKind::DevicePrivate {
+        access: DeviceAccess::Write,
+        index: DeviceIndex::new(20),
+    };
+    put(&mut d, VA, Level::L1, software(kind));
+    d.set_quiet(true);
+    d.expect(Expectation {
+        start: VA,
+        len: 4096,
+        access: Access::Read,
+    });
+    assert_eq!(
+        d.handle_fault(fault(VA, Access::Read, Cause::NotPresent)),
+        Outcome::Resume
+    );
+    assert!(
+        d.platform.console.borrow().is_empty(),
+        "a resolved fault prints nothing: {:?}",
+        d.platform.console.borrow()
+    );
+    assert_eq!(d.stats.device_private, 1, "but is counted");
+    assert_eq!(
+        d.handle_fault(fault(VA + 0x1000, Access::Read, Cause::NotPresent)),
+        Outcome::Fail
+    );
+    let console = d.platform.console.borrow();
+    assert!(
+        console.starts_with("  fault: read at 0x4000401000 (not present): UNEXPECTED"),
+        "{console}"
     );
 }
 

@@ -21,6 +21,13 @@ impl Platform for X86Platform {
     /// `ret`.
     const RETURN_INSTRUCTION: &'static [u8] = &[0xc3];
 
+    const CYCLE_UNIT: &'static str = "TSC cycles";
+
+    fn cycles() -> u64 {
+        // SAFETY: `rdtsc` only reads the time-stamp counter.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+
     fn write_str(&self, s: &str) {
         let _ = Serial.write_str(s);
     }
