@@ -115,9 +115,11 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// Maps `[va, va + len)` to the physical range starting at `pa`, using the largest
     /// leaves (1 GiB, 2 MiB, 4 KiB) that the alignment of both addresses allows.
     ///
-    /// Everything in the range must be empty ([`PagingError::Occupied`] otherwise). The
-    /// call checks the whole range and takes every table frame it needs before it
-    /// writes anything, so on any error the table is unchanged and no frame is leaked.
+    /// Everything in the range must be empty ([`PagingError::Occupied`] otherwise). Where
+    /// a table already exists (even an empty one) the range is mapped below it with
+    /// smaller leaves. The call checks the whole range and takes every table frame it
+    /// needs before it writes anything, so on any error the table is unchanged and no
+    /// frame is leaked.
     pub fn map_range(
         &mut self,
         va: u64,
@@ -215,11 +217,15 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             let (ee, cs, cl) = chunk(level, es, start, last);
             let chunk_pa = pa + (cs - start);
             let raw = entry.load(Ordering::Acquire);
-            if Self::is_leaf_chunk(level, plan.max_leaf, es, ee, cs, cl, chunk_pa) {
+            let table = F::table_pfn(raw, level);
+            if table.is_none()
+                && Self::is_leaf_chunk(level, plan.max_leaf, es, ee, cs, cl, chunk_pa)
+            {
                 if !is_absent::<F>(raw, level) {
                     return Err(PagingError::Occupied { va: es, level });
                 }
-            } else if let Some(next) = F::table_pfn(raw, level) {
+            } else if let Some(next) = table {
+                // An existing table (even an empty one) is kept: map below it.
                 let lower = level.next_lower().expect("table entry at level 1");
                 needed += self.plan_map(next, lower, cs, cl, chunk_pa, plan)?;
             } else if is_absent::<F>(raw, level) {
@@ -280,7 +286,11 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         for entry in &entries[level.table_index(start)..=level.table_index(last)] {
             let (ee, cs, cl) = chunk(level, es, start, last);
             let chunk_pa = pa + (cs - start);
-            if Self::is_leaf_chunk(level, plan.max_leaf, es, ee, cs, cl, chunk_pa) {
+            let raw = entry.load(Ordering::Acquire);
+            let table = F::table_pfn(raw, level);
+            if table.is_none()
+                && Self::is_leaf_chunk(level, plan.max_leaf, es, ee, cs, cl, chunk_pa)
+            {
                 let raw = match first_leaf {
                     Some((raw0, pa0)) => raw0 + (chunk_pa - pa0),
                     None => {
@@ -299,8 +309,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                 };
                 entry.store(raw, Ordering::Release);
             } else {
-                let raw = entry.load(Ordering::Acquire);
-                let next = match F::table_pfn(raw, level) {
+                let next = match table {
                     Some(next) => next,
                     None => {
                         let next = self.chain_pop(pool).expect("the plan counted every table");

@@ -999,3 +999,60 @@ fn unmap_frees_many_subtrees_x86_64() {
 fn unmap_frees_many_subtrees_aarch64() {
     unmap_frees_many_subtrees::<Aarch64>();
 }
+
+/// A table emptied through the cursor stays; map_range maps below it.
+#[test]
+fn map_range_reuses_an_empty_table() {
+    let memory = Memory::new(16);
+    let mut w = world::<X86_64>(&memory);
+    let mut alloc = &memory;
+    w.table
+        .map(
+            2 * MIB,
+            Pfn::new(9),
+            PageSize::Size4KiB,
+            rw::<X86_64>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .ignore();
+    for mut slot in w.table.cursor(2 * MIB, 0x1000).unwrap() {
+        slot.replace(&Entry::Absent).unwrap().flush(&w.mmu);
+    }
+    let live = memory.live_frames();
+    w.table
+        .map_range(2 * MIB, 4 * MIB, 2 * MIB, rw::<X86_64>(), &mut alloc)
+        .unwrap()
+        .ignore();
+    assert_eq!(memory.live_frames(), live);
+    let t = w.table.translate(3 * MIB).unwrap();
+    assert_eq!((t.pa, t.size), (5 * MIB, PageSize::Size4KiB));
+    // A single block map over an empty table is refused (the table stays).
+    w.table
+        .map(
+            6 * MIB,
+            Pfn::new(9),
+            PageSize::Size4KiB,
+            rw::<X86_64>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .ignore();
+    for mut slot in w.table.cursor(6 * MIB, 0x1000).unwrap() {
+        slot.replace(&Entry::Absent).unwrap().flush(&w.mmu);
+    }
+    assert_eq!(
+        w.table.map(
+            6 * MIB,
+            Pfn::new(0x400),
+            PageSize::Size2MiB,
+            rw::<X86_64>(),
+            &mut alloc
+        ),
+        Err(PagingError::Occupied {
+            va: 6 * MIB,
+            level: Level::L2
+        })
+    );
+    w.finish();
+}
