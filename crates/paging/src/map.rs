@@ -279,6 +279,22 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     ) -> Result<(), PagingError> {
         let span = level.entry_span();
         let entries = self.entries(table);
+        if level == Level::L1 {
+            // Every level-1 chunk is one whole page, and the plan found every slot empty.
+            let raw0 = F::encode(
+                &Entry::Leaf {
+                    pfn: Pfn::containing(pa),
+                    size: PageSize::Size4KiB,
+                    attrs: plan.attrs,
+                },
+                level,
+            )?;
+            let slots = &entries[level.table_index(start)..=level.table_index(last)];
+            for (k, entry) in slots.iter().enumerate() {
+                entry.store(raw0 + ((k as u64) << 12), Ordering::Release);
+            }
+            return Ok(());
+        }
         let mut es = start & !(span - 1);
         // The first leaf written in this table, to derive the others by adding the
         // address difference (the address field is contiguous and checked to fit).
