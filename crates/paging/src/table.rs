@@ -25,6 +25,9 @@ use crate::sync::{AtomicU64, Ordering};
 /// where an operation must flush before it can continue (break-before-make, freeing a
 /// table), and is otherwise left to the caller through the returned
 /// [`Flush`](crate::Flush) token.
+///
+/// Dropping a `PageTable` frees nothing (the tables may still be loaded in CR3 / TTBR);
+/// [`destroy`](Self::destroy) gives every table frame back.
 pub struct PageTable<F: PagingFormat, M: PhysMapper> {
     root: Pfn,
     root_level: Level,

@@ -1056,3 +1056,44 @@ fn map_range_reuses_an_empty_table() {
     );
     w.finish();
 }
+
+fn split_without_frames<F: PagingFormat>() {
+    let memory = Memory::new(16);
+    let mut w = world::<F>(&memory);
+    let mut alloc = &memory;
+    w.table
+        .map(
+            2 * MIB,
+            Pfn::new(0x200),
+            PageSize::Size2MiB,
+            rw::<F>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .ignore();
+    w.mmu.access(2 * MIB, Access::Read).unwrap();
+    let live = memory.live_frames();
+    memory.set_budget(Some(0));
+    assert_eq!(
+        w.table.split(2 * MIB, &mut alloc, &w.mmu),
+        Err(PagingError::OutOfFrames)
+    );
+    memory.set_budget(None);
+    assert_eq!(memory.live_frames(), live);
+    assert_eq!(
+        w.table.translate(2 * MIB + 0x1000).unwrap().size,
+        PageSize::Size2MiB
+    );
+    assert_eq!(w.mmu.access(2 * MIB + 0x1000, Access::Read), Ok(0x20_1000));
+    w.finish();
+}
+
+#[test]
+fn split_without_frames_x86_64() {
+    split_without_frames::<X86_64>();
+}
+
+#[test]
+fn split_without_frames_aarch64() {
+    split_without_frames::<Aarch64>();
+}
