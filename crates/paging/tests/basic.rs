@@ -884,6 +884,10 @@ fn model_catches_missing_break_before_make() {
         .ignore();
     Flush::all().flush(&w.mmu);
     assert_eq!(w.mmu.violations().len(), 1);
+    assert_eq!(
+        w.mmu.violations()[0].kind,
+        devpriv_paging::model::ViolationKind::BreakBeforeMake
+    );
     w.table
         .unmap(0, 0x1000, &mut alloc, &w.mmu)
         .unwrap()
@@ -1096,4 +1100,36 @@ fn split_without_frames_x86_64() {
 #[test]
 fn split_without_frames_aarch64() {
     split_without_frames::<Aarch64>();
+}
+
+/// The model catches a table freed while the TLB still holds translations through it.
+#[test]
+fn model_catches_table_freed_before_invalidation() {
+    use devpriv_paging::model::ViolationKind;
+    let memory = Memory::new(16);
+    let mut w = world::<X86_64>(&memory);
+    let mut alloc = &memory;
+    w.table
+        .map(
+            0x5000,
+            Pfn::new(1),
+            PageSize::Size4KiB,
+            rw::<X86_64>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .ignore();
+    w.mmu.access(0x5000, Access::Read).unwrap();
+    // NoInvalidate: the level-1 table is freed while the TLB still caches its entry.
+    w.table
+        .unmap(0x5000, 0x1000, &mut alloc, &NoInvalidate)
+        .unwrap()
+        .ignore();
+    Flush::all().flush(&w.mmu);
+    let v = w.mmu.violations();
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].kind, ViolationKind::FreedBeforeInvalidate);
+    let mut alloc = w.memory;
+    w.table.destroy(&mut alloc);
+    assert_eq!(memory.live_frames(), 0);
 }

@@ -68,14 +68,26 @@ pub enum MmuError {
     },
 }
 
+/// Which rule a [`Violation`] broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViolationKind {
+    /// A cached valid entry was replaced by a valid entry that needed break-before-make.
+    BreakBeforeMake,
+    /// The table holding a cached entry was freed before the entry was invalidated (the
+    /// frame could be reused while a walker still trusts it).
+    FreedBeforeInvalidate,
+}
+
 /// A change that broke an architectural rule, noticed at an invalidation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Violation {
+    /// The rule.
+    pub kind: ViolationKind,
     /// The address of the cached translation.
     pub va: u64,
     /// The raw entry the TLB held.
     pub cached: u64,
-    /// The raw entry written over it without break-before-make.
+    /// The raw entry in its slot now.
     pub current: u64,
 }
 
@@ -94,7 +106,8 @@ struct Tlb {
 /// checked against a fresh walk and a mismatch is reported as [`MmuError::Stale`]. The
 /// TLB changes only through the [`TlbInvalidate`] methods; each invalidation first
 /// checks that no cached valid entry was overwritten by another valid entry in a way
-/// that needed break-before-make (recorded as a [`Violation`]).
+/// that needed break-before-make, and that the table holding it was not freed while it
+/// was cached (each recorded as a [`Violation`]).
 pub struct Mmu<'m, F: PagingFormat> {
     memory: &'m Memory,
     root: Pfn,
@@ -218,12 +231,12 @@ impl<'m, F: PagingFormat> Mmu<'m, F> {
         self.tlb.lock().unwrap().entries.len()
     }
 
-    /// The break-before-make violations seen so far.
+    /// The violations seen so far.
     pub fn violations(&self) -> Vec<Violation> {
         self.tlb.lock().unwrap().violations.clone()
     }
 
-    /// Panics if any break-before-make violation was seen.
+    /// Panics if any violation was seen.
     pub fn assert_clean(&self) {
         let v = self.violations();
         assert!(v.is_empty(), "break-before-make violations: {v:x?}");
@@ -242,10 +255,16 @@ impl<'m, F: PagingFormat> Mmu<'m, F> {
         };
         let level = cached.level;
         let current = self.memory.read(cached.slot.0, cached.slot.1).unwrap_or(0);
-        if self.memory.is_allocated(cached.slot.0)
-            && raw_needs_break_before_make::<F>(cached.raw, current, level)
-        {
+        let kind = if !self.memory.is_allocated(cached.slot.0) {
+            Some(ViolationKind::FreedBeforeInvalidate)
+        } else if raw_needs_break_before_make::<F>(cached.raw, current, level) {
+            Some(ViolationKind::BreakBeforeMake)
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
             tlb.violations.push(Violation {
+                kind,
                 va: key.0,
                 cached: cached.raw,
                 current,

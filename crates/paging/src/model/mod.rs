@@ -8,8 +8,9 @@
 //! * [`Mmu`] — one CPU's MMU: a reference walk with the format's own decoder and level
 //!   rules, and a TLB that changes only through [`TlbInvalidate`](crate::TlbInvalidate).
 //!   An access through a stale cached translation is an error ([`MmuError::Stale`]); a
-//!   cached valid entry overwritten by a valid entry that needed break-before-make is
-//!   recorded as a [`Violation`] at the next invalidation ([`Mmu::assert_clean`]).
+//!   cached valid entry overwritten by a valid entry that needed break-before-make, or
+//!   whose table was freed before it was invalidated, is recorded as a [`Violation`] at
+//!   the next invalidation ([`Mmu::assert_clean`]).
 //!
 //! ```
 //! use devpriv_paging::model::{Access, Memory, Mmu};
@@ -37,4 +38,4 @@ mod memory;
 mod mmu;
 
 pub use memory::{FIRST_PFN, Memory};
-pub use mmu::{Access, Mmu, MmuError, Violation, Walk};
+pub use mmu::{Access, Mmu, MmuError, Violation, ViolationKind, Walk};
