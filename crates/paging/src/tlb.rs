@@ -91,8 +91,10 @@ impl TlbInvalidate for X86_64Tlb {
 /// The aarch64 TLBs of the inner-shareable domain (every CPU): `tlbi vae1is` for one
 /// page, `tlbi vmalle1is` for all, between `dsb ishst` and `dsb ish; isb`.
 ///
-/// `vae1is` invalidates the entries of every ASID for that address; the caller that
-/// uses ASIDs and wants `vale1is`-style precision can write its own implementation.
+/// The `vae1is` operand carries ASID 0 (bits 63:48 clear), so it invalidates the
+/// address's global entries and those tagged with ASID 0 — what a kernel that does not
+/// use ASIDs needs. A kernel that does writes its own implementation (with its ASID in
+/// the operand, or `vaae1is` for every ASID).
 #[cfg(all(target_arch = "aarch64", not(test)))]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Aarch64Tlb;
@@ -107,7 +109,7 @@ impl TlbInvalidate for Aarch64Tlb {
 
     #[inline]
     fn invalidate_page(&self, va: u64) {
-        // The operand holds VA[55:12] in bits 43:0; ASID bits 63:48 are ignored by VAE1.
+        // The operand holds VA[55:12] in bits 43:0 and the ASID (0) in bits 63:48.
         let operand = (va >> 12) & ((1 << 44) - 1);
         // SAFETY: TLB maintenance only drops cached translations.
         unsafe {
