@@ -1133,3 +1133,52 @@ fn model_catches_table_freed_before_invalidation() {
     w.table.destroy(&mut alloc);
     assert_eq!(memory.live_frames(), 0);
 }
+
+/// An entry that does not decode is reported, not trusted.
+#[test]
+fn corrupt_entries_are_typed_errors() {
+    let memory = Memory::new(16);
+    let mut w = world::<X86_64>(&memory);
+    let mut alloc = &memory;
+    w.table
+        .map(
+            0,
+            Pfn::new(1),
+            PageSize::Size4KiB,
+            rw::<X86_64>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .ignore();
+    // Find the level-2 table through the model and put a 2 MiB leaf with a reserved
+    // address bit (bit 13) into slot 1.
+    let walk = w.mmu.walk(0).unwrap();
+    let l1 = walk.slot.0;
+    let l2_table = (devpriv_paging::model::FIRST_PFN..devpriv_paging::model::FIRST_PFN + 16)
+        .map(Pfn::new)
+        .find(|&f| {
+            memory.is_allocated(f)
+                && memory
+                    .read(f, 0)
+                    .and_then(|raw| X86_64::table_pfn(raw, Level::L2))
+                    == Some(l1)
+        })
+        .unwrap();
+    assert!(memory.write(l2_table, 1, 0x2000 | 0x80 | 0x1 | 0x20_0000));
+    assert!(matches!(
+        w.table.entry_at(2 * MIB, Level::L2),
+        Err(PagingError::Corrupt {
+            level: Level::L2,
+            ..
+        })
+    ));
+    assert!(w.table.translate(2 * MIB).is_none());
+    let slot = w.table.cursor(2 * MIB, 0x1000).unwrap().next().unwrap();
+    assert!(slot.entry().is_err());
+    assert!(matches!(
+        w.table.split(2 * MIB, &mut alloc, &w.mmu),
+        Err(PagingError::Corrupt { .. })
+    ));
+    assert!(memory.write(l2_table, 1, 0));
+    w.finish();
+}

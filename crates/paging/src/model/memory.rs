@@ -90,6 +90,19 @@ impl Memory {
         (i < self.frames.len()).then_some(i)
     }
 
+    /// Writes raw entry `index` of `frame` directly, as hardware (accessed/dirty
+    /// updates) or a corrupting bug would. Returns `false` if the frame is not in the
+    /// arena.
+    pub fn write(&self, frame: Pfn, index: usize, raw: u64) -> bool {
+        match self.index(frame) {
+            Some(i) => {
+                self.frames[i][index].store(raw, Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The raw entry `index` of `frame`, allocated or not (the software MMU reads stale
     /// tables through this).
     pub fn read(&self, frame: Pfn, index: usize) -> Option<u64> {
