@@ -12,7 +12,7 @@ use devpriv_pte::{
     Entry, LeafAttributes, Level, MigrationAccess, PageProperty, PageSize, Pfn, SoftwareEntry,
     SoftwareKind,
 };
-use loom::sync::atomic::AtomicU64;
+use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::thread;
 
 /// Two table frames of loom atomics: a level-2 root and one level-1 table.
@@ -154,4 +154,32 @@ impl DecodeRaw for Aarch64 {
     fn decode_raw(raw: u64) -> Entry<Aarch64> {
         <Aarch64 as devpriv_pte::PteFormat>::decode(raw, Level::L1).unwrap()
     }
+}
+
+/// The hardware sets the access flag while protect makes the page read-only: protect's
+/// compare-exchange never drops it.
+#[test]
+fn protect_keeps_the_hardware_access_flag() {
+    loom::model(|| {
+        let t = table();
+        let t2 = t.clone();
+        let hardware = thread::spawn(move || {
+            let leaf = &t2.mapper().0.tables[1][0];
+            let mut raw = leaf.load(Ordering::Acquire);
+            loop {
+                match leaf.compare_exchange(raw, raw | 1 << 10, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => break,
+                    Err(now) => raw = now,
+                }
+            }
+        });
+        t.protect(0, 0x1000, |a| a.with_read_only(true), &NoInvalidate)
+            .unwrap()
+            .ignore();
+        hardware.join().unwrap();
+        let attrs = t.translate(0).unwrap().attrs;
+        assert!(attrs.read_only());
+        assert!(attrs.accessed(), "protect lost the access flag");
+    });
 }

@@ -129,3 +129,57 @@ fn racing_cursors_x86_64() {
 fn racing_cursors_aarch64() {
     stress::<Aarch64>(Level::L3);
 }
+
+/// protect's compare-exchange keeps the dirty bits the "hardware" sets meanwhile.
+#[test]
+fn protect_keeps_hardware_dirty_bits() {
+    use devpriv_paging::model::Mmu;
+    use devpriv_pte::arch::x86_64::PageAttributes;
+    for _ in 0..8 {
+        let memory = Memory::new(16);
+        let mut alloc = &memory;
+        let mut table = PageTable::<X86_64, _>::new(Level::L4, &memory, &mut alloc).unwrap();
+        let rw = PageAttributes::from_property(PageProperty {
+            writable: true,
+            ..PageProperty::default()
+        });
+        table
+            .map_range_with_max(0, PA, 2 * MIB, rw, PageSize::Size4KiB, &mut alloc)
+            .unwrap()
+            .ignore();
+        let mmu = Mmu::<X86_64>::new(&memory, table.root(), Level::L4);
+        let slots: Vec<_> = (0..512u64)
+            .map(|p| mmu.walk(p << 12).unwrap().slot)
+            .collect();
+        let dirtied = thread::scope(|s| {
+            let hardware = s.spawn(|| {
+                // Hardware: set D on every present writable leaf.
+                slots
+                    .iter()
+                    .map(|&(frame, index)| {
+                        memory
+                            .update(frame, index, |raw| {
+                                (raw & 0b11 == 0b11).then_some(raw | 0x40)
+                            })
+                            .is_some()
+                    })
+                    .collect::<Vec<bool>>()
+            });
+            s.spawn(|| {
+                table
+                    .protect(0, 2 * MIB, |a| a.with_writable(false), &NoInvalidate)
+                    .unwrap()
+                    .ignore();
+            });
+            hardware.join().unwrap()
+        });
+        for (page, &(frame, index)) in slots.iter().enumerate() {
+            let raw = memory.read(frame, index).unwrap();
+            assert_eq!(raw & 0x2, 0, "page {page} still writable");
+            if dirtied[page] {
+                assert_ne!(raw & 0x40, 0, "page {page} lost its dirty bit");
+            }
+        }
+        table.destroy(&mut alloc);
+    }
+}

@@ -103,6 +103,21 @@ impl Memory {
         }
     }
 
+    /// Atomically updates raw entry `index` of `frame` as the hardware's accessed/dirty
+    /// update does (compare-exchange loop; `f` returns `None` to leave it). Returns the
+    /// previous value, or `None` if `f` declined or the frame is not in the arena.
+    pub fn update(
+        &self,
+        frame: Pfn,
+        index: usize,
+        f: impl FnMut(u64) -> Option<u64>,
+    ) -> Option<u64> {
+        let i = self.index(frame)?;
+        self.frames[i][index]
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, f)
+            .ok()
+    }
+
     /// The raw entry `index` of `frame`, allocated or not (the software MMU reads stale
     /// tables through this).
     pub fn read(&self, frame: Pfn, index: usize) -> Option<u64> {
