@@ -35,6 +35,7 @@ pub mod cell;
 pub mod device;
 pub mod fault;
 pub mod frames;
+pub mod image;
 pub mod layout;
 pub mod platform;
 pub mod report;

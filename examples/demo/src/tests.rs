@@ -752,6 +752,70 @@ fn bump_frames_feed_devpriv_paging() {
     assert!(FrameAllocator::allocate(&mut exhausted).is_err());
 }
 
+fn map_image_maps_each_section_with_its_permissions<F: PagingFormat>(dirty_when_writable: bool) {
+    use crate::image::{ImageSection, map_image};
+    use devpriv_paging::{OffsetMapper, PageTable};
+    use devpriv_pte::LeafAttributes;
+    let ram = Ram::new(4 << 20);
+    let mut frames = ram.frames();
+    // SAFETY: `ram` is host memory reached at its own address, used only by the table.
+    let mapper = unsafe { OffsetMapper::identity() };
+    let mut table = PageTable::<F, _>::new(Level::L4, mapper, &mut frames).unwrap();
+    let sections = [
+        ImageSection {
+            name: "text",
+            start: 0x10_0000,
+            end: 0x10_3000,
+            writable: false,
+            executable: true,
+        },
+        // Ends mid-page: rounded up, so one 2 MiB block and one 4 KiB page.
+        ImageSection {
+            name: "data+bss",
+            start: 0x20_0000,
+            end: 0x40_0800,
+            writable: true,
+            executable: false,
+        },
+    ];
+    let mut out = String::new();
+    map_image(
+        &mut table,
+        &sections,
+        dirty_when_writable,
+        &mut frames,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        "mmu: text     0x00100000..0x00103000 R-X -> 3 4 KiB pages, 0 2 MiB blocks\n\
+         mmu: data+bss 0x00200000..0x00401000 RW- -> 1 4 KiB pages, 1 2 MiB blocks\n"
+    );
+    let text = table.translate(0x10_2000).unwrap();
+    let data = table.translate(0x40_0000).unwrap();
+    assert_eq!((text.pa, text.size), (0x10_2000, PageSize::Size4KiB));
+    assert_eq!(table.translate(0x30_0000).unwrap().size, PageSize::Size2MiB);
+    let (text, data) = (text.attrs.property(), data.attrs.property());
+    assert!(text.executable && !text.writable && !text.dirty);
+    assert!(!data.executable && data.writable);
+    assert_eq!(data.dirty, dirty_when_writable);
+    assert!(
+        table.translate(0x10_3000).is_none(),
+        "nothing past the section"
+    );
+}
+
+#[test]
+fn map_image_maps_each_section_with_its_permissions_x86_64() {
+    map_image_maps_each_section_with_its_permissions::<X86_64>(true);
+}
+
+#[test]
+fn map_image_maps_each_section_with_its_permissions_aarch64() {
+    map_image_maps_each_section_with_its_permissions::<Aarch64>(false);
+}
+
 #[test]
 fn summary_line_has_a_fixed_format() {
     let stats = Stats {

@@ -15,8 +15,8 @@ use aarch64_cpu::registers::{
     ID_AA64MMFR0_EL1, MAIR_EL1, ReadWriteable, Readable, SCTLR_EL1, TCR_EL1, TTBR0_EL1, Writeable,
 };
 use devpriv_demo::device::DevicePage;
+use devpriv_demo::image::{ImageSection, map_image};
 use devpriv_demo::layout::DEVICE_PAGES;
-use devpriv_demo::scenario::kernel_attrs;
 use devpriv_demo::{BumpFrames, LiveTables};
 use devpriv_paging::{OffsetMapper, PageTable};
 use devpriv_pte::arch::aarch64::{Aarch64, MAIR_VALUE, PageAttributes};
@@ -65,22 +65,29 @@ pub fn init(frames: &mut BumpFrames) -> LiveTables<Aarch64> {
     let mapper = unsafe { OffsetMapper::identity() };
     let mut table = PageTable::<Aarch64, OffsetMapper>::new(Level::L4, mapper, frames)
         .expect("the frame pool has room for the root table");
+    let section = |name, start: *const u8, end: *const u8, writable, executable| ImageSection {
+        name,
+        start: start as u64,
+        end: end as u64,
+        writable,
+        executable,
+    };
     let sections = [
-        (
+        section(
             "text",
             &raw const __text_start,
             &raw const __text_end,
             false,
             true,
         ),
-        (
+        section(
             "rodata",
             &raw const __rodata_start,
             &raw const __rodata_end,
             false,
             false,
         ),
-        (
+        section(
             "data+bss",
             &raw const __data_start,
             &raw const __kernel_end,
@@ -88,21 +95,7 @@ pub fn init(frames: &mut BumpFrames) -> LiveTables<Aarch64> {
             false,
         ),
     ];
-    for (name, start, end, writable, executable) in sections {
-        let (start, end) = (start as u64, (end as u64 + 0xfff) & !0xfff);
-        let attrs = kernel_attrs::<Aarch64>(writable, executable, true, false);
-        table
-            .map_range(start, start, end - start, attrs, frames)
-            .expect("mapping the kernel image")
-            .ignore(); // not loaded yet: nothing to invalidate
-        let (pages, blocks) = leaf_counts(&table, start, end);
-        let _ = writeln!(
-            Pl011,
-            "mmu: {name:<8} {start:#010x}..{end:#010x} {}{} -> {pages} 4 KiB pages, {blocks} 2 MiB blocks",
-            if writable { "RW" } else { "R-" },
-            if executable { "X" } else { "-" },
-        );
-    }
+    map_image(&mut table, &sections, false, frames, &mut Pl011).expect("mapping the kernel image");
     let uart = PageAttributes::from_property(PageProperty {
         writable: true,
         accessed: true,
@@ -162,22 +155,4 @@ pub fn init(frames: &mut BumpFrames) -> LiveTables<Aarch64> {
     // SAFETY: the table's frames came from the identity-mapped pool and are only
     // changed atomically from now on (by the demo and the MMU).
     unsafe { LiveTables::new(table.root(), table.root_level(), 0) }
-}
-
-/// How many 4 KiB and 2 MiB leaves map `[start, end)`, found with devpriv-paging's
-/// `translate` (which also checks that the range is mapped).
-fn leaf_counts(table: &PageTable<Aarch64, OffsetMapper>, start: u64, end: u64) -> (u64, u64) {
-    let (mut pages, mut blocks, mut va) = (0, 0, start);
-    while va < end {
-        let Some(translation) = table.translate(va) else {
-            break;
-        };
-        let bytes = translation.size.bytes();
-        match translation.size {
-            PageSize::Size4KiB => pages += 1,
-            _ => blocks += 1,
-        }
-        va = (va & !(bytes - 1)) + bytes;
-    }
-    (pages, blocks)
 }
