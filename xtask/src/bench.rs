@@ -1,9 +1,10 @@
 //! `cargo xtask bench`: run every criterion bench and print one summary table.
 //!
 //! Convention (see docs/benchmarks.md): each criterion group is one row; inside a group
-//! the function `devpriv` is our code and any other function is a peer measured on the
-//! same work in the same run. The table shows both times and the ratio peer / devpriv
-//! (above 1 means devpriv is faster).
+//! the function `devpriv` is our code, a function named `devpriv-<variant>` is another
+//! configuration of ours, and any other function is a peer measured on the same work in
+//! the same run. The table shows both times and the ratio other / devpriv (above 1 means
+//! `devpriv` is faster).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -124,7 +125,7 @@ fn render(measurements: &[Measurement]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| benchmark | devpriv | peer | peer time | peer / devpriv |"
+        "| benchmark | devpriv | compared with | its time | its time / devpriv |"
     );
     let _ = writeln!(out, "|---|---:|---|---:|---:|");
     for (group, functions) in rows {
@@ -143,8 +144,13 @@ fn render(measurements: &[Measurement]) -> String {
             });
             let _ = writeln!(
                 out,
-                "| {group} | {ours_text} | {} | {} | {ratio} |",
+                "| {group} | {ours_text} | {}{} | {} | {ratio} |",
                 peer.function,
+                if peer.function.starts_with("devpriv-") {
+                    " (variant)"
+                } else {
+                    ""
+                },
                 human(peer.mean_ns)
             );
         }
