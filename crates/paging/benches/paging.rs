@@ -1,11 +1,21 @@
 //! Page-table benchmarks: devpriv-paging against the `x86_64` crate's `OffsetPageTable`
-//! (x86_64 format) and `aarch64-paging`'s `IdMap` (aarch64 format), all over host heap
-//! memory: a 4 KiB-aligned heap allocation's address serves as its "physical" address
-//! (offset mappers with offset 0). Every side gets its table frames from the same kind
-//! of heap allocation; only the timed operation is measured (setup and teardown are not).
+//! (x86_64 format) and `aarch64-paging`'s `Mapping` (aarch64 format), all over host heap
+//! memory: a 4 KiB-aligned heap address serves as its "physical" address (identity
+//! translation, offset 0).
+//!
+//! Every side takes its table frames from the same source, a [`HeapFrames`] pool carved
+//! out of blocks that were allocated and written (so page-faulted in) before any timing,
+//! and each side zeroes a new table exactly once, as its API requires (devpriv and the
+//! `x86_64` crate zero the frames they get; `aarch64-paging` asks its `Translation` for a
+//! zeroed page). No side calls the heap allocator or takes a page fault for table memory
+//! inside the timed region, so a row measures page-table work, not the state the host
+//! heap was left in by earlier benches. Only the timed operation is measured (setup and
+//! teardown are not).
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::alloc::{Layout, alloc, dealloc};
+use std::cell::RefCell;
 use std::hint::black_box;
+use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use criterion::{
@@ -24,22 +34,71 @@ const RANGE_VA: u64 = GIB + 2 * MIB;
 const PAGES: u64 = GIB >> 12;
 const LOOKUPS: usize = 1 << 20;
 
-/// Table frames from the host heap; freed frames are reused, all are released on drop.
-struct HeapFrames {
-    all: Vec<u64>,
-    free: Vec<u64>,
-}
+/// Frames per pre-faulted block: more than any row needs for one table (a gigabyte of
+/// 4 KiB pages takes 515 table frames on both formats).
+const BLOCK_FRAMES: usize = 1024;
 
-const FRAME: Layout = match Layout::from_size_align(4096, 4096) {
+const BLOCK: Layout = match Layout::from_size_align(BLOCK_FRAMES * 4096, 4096) {
     Ok(l) => l,
     Err(_) => panic!("bad layout"),
 };
 
-impl HeapFrames {
+/// `BLOCK_FRAMES` 4 KiB frames of heap memory, every page written once when allocated.
+struct Block(NonNull<u8>);
+
+impl Block {
     fn new() -> Self {
+        // SAFETY: BLOCK has a non-zero size.
+        let p = NonNull::new(unsafe { alloc(BLOCK) }).expect("out of memory");
+        // Write every byte so that every page is faulted in now, not inside a timed
+        // region (a fresh zeroed allocation would leave the pages untouched).
+        // SAFETY: `p` is valid for writes of BLOCK.size() bytes.
+        unsafe { p.as_ptr().write_bytes(0xa5, BLOCK.size()) };
+        Self(p)
+    }
+
+    fn frame(&self, i: usize) -> u64 {
+        assert!(i < BLOCK_FRAMES);
+        self.0.as_ptr().expose_provenance() as u64 + (i as u64) * 4096
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` came from `alloc(BLOCK)` and is freed once.
+        unsafe { dealloc(self.0.as_ptr(), BLOCK) };
+    }
+}
+
+thread_local! {
+    /// Blocks whose `HeapFrames` was dropped, kept faulted in for the next one.
+    static SPARE_BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Table frames for one page table: handed out from pre-faulted blocks (dirty: every
+/// side zeroes a new table itself); freed frames are reused. Dropping it returns its
+/// blocks to a spare list, still faulted in, for the next `HeapFrames`.
+struct HeapFrames {
+    blocks: Vec<Block>,
+    /// Frames handed out from the last block.
+    used: usize,
+    free: Vec<u64>,
+}
+
+impl HeapFrames {
+    /// Takes one block (a spare one if there is one) and room for freed frames, so that
+    /// allocating and freeing up to `BLOCK_FRAMES` frames never calls the heap.
+    fn new() -> Self {
+        let mut blocks = Vec::with_capacity(4);
+        blocks.push(
+            SPARE_BLOCKS
+                .with(|s| s.borrow_mut().pop())
+                .unwrap_or_else(Block::new),
+        );
         Self {
-            all: Vec::with_capacity(1024),
-            free: Vec::new(),
+            blocks,
+            used: 0,
+            free: Vec::with_capacity(BLOCK_FRAMES),
         }
     }
 
@@ -47,21 +106,22 @@ impl HeapFrames {
         if let Some(a) = self.free.pop() {
             return a;
         }
-        // SAFETY: FRAME has a non-zero size.
-        let p = unsafe { alloc_zeroed(FRAME) };
-        assert!(!p.is_null());
-        let a = p.expose_provenance() as u64;
-        self.all.push(a);
-        a
+        if self.used == BLOCK_FRAMES {
+            // Not reached by any row; correct, only slower.
+            let block = SPARE_BLOCKS
+                .with(|s| s.borrow_mut().pop())
+                .unwrap_or_else(Block::new);
+            self.blocks.push(block);
+            self.used = 0;
+        }
+        self.used += 1;
+        self.blocks.last().expect("one block").frame(self.used - 1)
     }
 }
 
 impl Drop for HeapFrames {
     fn drop(&mut self) {
-        for &a in &self.all {
-            // SAFETY: every address in `all` came from `alloc_zeroed(FRAME)` once.
-            unsafe { dealloc(std::ptr::with_exposed_provenance_mut(a as usize), FRAME) };
-        }
+        SPARE_BLOCKS.with(|s| s.borrow_mut().append(&mut self.blocks));
     }
 }
 
@@ -74,7 +134,8 @@ impl FrameAllocator for HeapFrames {
     }
 }
 
-// SAFETY: frames are 4 KiB heap allocations that live until the allocator is dropped.
+// SAFETY: frames are 4 KiB pieces of blocks that live until the allocator is dropped,
+// each handed out once until freed. The crate zeroes every table it creates.
 unsafe impl ::x86_64::structures::paging::FrameAllocator<::x86_64::structures::paging::Size4KiB>
     for HeapFrames
 {
@@ -198,9 +259,11 @@ mod x86_peer {
     pub fn new() -> State {
         let mut frames = HeapFrames::new();
         let root = frames.allocate_addr();
-        // SAFETY: `root` is a zeroed, 4 KiB-aligned heap frame that lives as long as
-        // `frames`; nothing else references it.
+        // SAFETY: `root` is a 4 KiB-aligned heap frame that lives as long as `frames`;
+        // nothing else references it.
         let root: &'static mut X86Table = unsafe { &mut *(root as usize as *mut X86Table) };
+        // Pool frames are dirty; devpriv's `PageTable::new` zeroes its root too (untimed).
+        root.zero();
         // SAFETY: physical addresses are heap addresses (offset 0).
         let table = unsafe { OffsetPageTable::new(root, VirtAddr::new(0)) };
         State { table, frames }
@@ -260,62 +323,91 @@ mod x86_peer {
 
 mod arm_peer {
     use super::*;
-    use aarch64_paging::descriptor::El1Attributes as A;
-    use aarch64_paging::idmap::IdMap;
-    use aarch64_paging::paging::{Constraints, El1And0, MemoryRegion};
+    use aarch64_paging::Mapping;
+    use aarch64_paging::descriptor::{El1Attributes as A, PhysicalAddress};
+    use aarch64_paging::paging::{
+        Constraints, El1And0, MemoryRegion, PageTable as ArmTable, Translation, VaRange,
+    };
 
-    pub fn new() -> IdMap<El1And0> {
-        IdMap::with_asid(1, 0, El1And0)
+    /// An identity translation (what `IdMap` uses) whose tables come from a
+    /// [`HeapFrames`] pool instead of the global allocator, like the other sides'.
+    pub struct PoolTranslation(HeapFrames);
+
+    impl Translation<A> for PoolTranslation {
+        fn allocate_table(&mut self) -> (NonNull<ArmTable<A>>, PhysicalAddress) {
+            let a = self.0.allocate_addr();
+            let table = NonNull::new(std::ptr::with_exposed_provenance_mut::<u8>(a as usize))
+                .expect("frame at address zero");
+            // The trait asks for a zeroed page; pool frames are dirty.
+            // SAFETY: the frame is 4 KiB of the pool's memory, handed out once.
+            unsafe { table.as_ptr().write_bytes(0, 4096) };
+            (table.cast(), PhysicalAddress(a as usize))
+        }
+
+        unsafe fn deallocate_table(&mut self, page_table: NonNull<ArmTable<A>>) {
+            self.0
+                .free
+                .push(page_table.as_ptr().expose_provenance() as u64);
+        }
+
+        fn physical_to_virtual(&self, pa: PhysicalAddress) -> NonNull<ArmTable<A>> {
+            NonNull::new(std::ptr::with_exposed_provenance_mut(pa.0)).expect("table at zero")
+        }
+    }
+
+    pub type Map = Mapping<PoolTranslation, El1And0>;
+
+    pub fn new() -> Map {
+        Mapping::with_asid_and_va_range(
+            PoolTranslation(HeapFrames::new()),
+            1,
+            0,
+            El1And0,
+            VaRange::Lower,
+        )
     }
 
     pub fn flags() -> A {
         A::VALID | A::ATTRIBUTE_INDEX_1 | A::INNER_SHAREABLE | A::ACCESSED | A::NON_GLOBAL
     }
 
-    pub fn map_pages(m: &mut IdMap<El1And0>) {
+    /// Identity-maps `[start, end)` as `IdMap::map_range_with_constraints` does.
+    fn id_map(m: &mut Map, start: u64, end: u64, flags: A, constraints: Constraints) {
+        m.map_range(
+            &MemoryRegion::new(start as usize, end as usize),
+            PhysicalAddress(start as usize),
+            flags,
+            constraints,
+        )
+        .unwrap();
+    }
+
+    pub fn map_pages(m: &mut Map) {
         for i in 0..PAGES {
-            let va = (VA + (i << 12)) as usize;
-            m.map_range_with_constraints(
-                &MemoryRegion::new(va, va + 4096),
-                flags(),
-                Constraints::NO_BLOCK_MAPPINGS,
-            )
-            .unwrap();
+            let va = VA + (i << 12);
+            id_map(m, va, va + 4096, flags(), Constraints::NO_BLOCK_MAPPINGS);
         }
     }
 
-    pub fn mapped() -> IdMap<El1And0> {
+    pub fn mapped() -> Map {
         let mut m = new();
         map_all_4k(&mut m);
         m
     }
 
-    pub fn map_all_4k(m: &mut IdMap<El1And0>) {
-        m.map_range_with_constraints(
-            &MemoryRegion::new(VA as usize, (VA + GIB) as usize),
-            flags(),
-            Constraints::NO_BLOCK_MAPPINGS,
-        )
-        .unwrap();
+    pub fn map_all_4k(m: &mut Map) {
+        id_map(m, VA, VA + GIB, flags(), Constraints::NO_BLOCK_MAPPINGS);
     }
 
-    pub fn map_range(m: &mut IdMap<El1And0>) {
-        m.map_range(
-            &MemoryRegion::new(RANGE_VA as usize, (RANGE_VA + GIB) as usize),
-            flags(),
-        )
-        .unwrap();
+    pub fn map_range(m: &mut Map) {
+        id_map(m, RANGE_VA, RANGE_VA + GIB, flags(), Constraints::empty());
     }
 
-    pub fn unmap(m: &mut IdMap<El1And0>) {
-        m.map_range(
-            &MemoryRegion::new(VA as usize, (VA + GIB) as usize),
-            A::empty(),
-        )
-        .unwrap();
+    pub fn unmap(m: &mut Map) {
+        id_map(m, VA, VA + GIB, A::empty(), Constraints::empty());
     }
 
-    pub fn translate_one(m: &IdMap<El1And0>, va: u64) -> Option<u64> {
+    pub fn translate_one(m: &Map, va: u64) -> Option<u64> {
         let mut out = None;
         m.walk_range(
             &MemoryRegion::new(va as usize, va as usize + 1),
@@ -331,7 +423,7 @@ mod arm_peer {
         out
     }
 
-    pub fn translate(m: &IdMap<El1And0>, addrs: &[u64]) -> u64 {
+    pub fn translate(m: &Map, addrs: &[u64]) -> u64 {
         addrs
             .iter()
             .map(|&va| translate_one(m, va).unwrap_or(0))

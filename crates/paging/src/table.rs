@@ -166,7 +166,10 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         };
         for entry in self.entries(table) {
             if let Some(next) = F::table_pfn(entry.load(Ordering::Acquire), level) {
-                self.free_subtree(next, lower, alloc);
+                // A level-1 table holds no tables: no call to find nothing below it.
+                if lower != Level::L1 {
+                    self.free_subtree(next, lower, alloc);
+                }
                 alloc.free(next);
             }
         }
