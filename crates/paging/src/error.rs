@@ -61,6 +61,10 @@ pub enum PagingError {
         /// The address.
         va: u64,
     },
+    /// A table entry was given where only leaves, software entries or absent entries
+    /// may go ([`PageTable::install`](crate::PageTable::install)): tables are made only
+    /// by the page table, from its frame allocator.
+    TableEntry,
     /// The root level is not one the format supports.
     InvalidRootLevel(Level),
     /// The frame allocator ran out.

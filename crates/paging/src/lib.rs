@@ -15,6 +15,9 @@
 //! * [`needs_break_before_make`] is a pure function; the table follows it on aarch64.
 //! * [`Cursor`] visits every entry of a range at its level — present leaves, software
 //!   entries, absent slots — and replaces them with compare-exchange.
+//! * [`PageTable::install`] puts one entry of any kind (a leaf, a software entry such as
+//!   a device-private one) into an empty slot at any level, creating the tables on the
+//!   way, with compare-exchange.
 //!
 //! # Example: a kernel identity-maps its own memory
 //!
@@ -72,6 +75,7 @@ mod error;
 pub mod flush;
 mod format;
 mod frames;
+mod install;
 mod map;
 mod mapper;
 #[cfg(feature = "model")]

@@ -1182,3 +1182,195 @@ fn corrupt_entries_are_typed_errors() {
     assert!(memory.write(l2_table, 1, 0));
     w.finish();
 }
+
+fn device_private<F: PagingFormat>(index: u64) -> Entry<F> {
+    Entry::Software(SoftwareEntry::new(SoftwareKind::DevicePrivate {
+        access: DeviceAccess::Write,
+        index: DeviceIndex::new(index),
+    }))
+}
+
+/// `install` puts software entries, leaves and absent slots at their level, creating
+/// the tables on the way, and refuses occupied or covered slots and bad arguments
+/// without changing anything.
+fn install_entries<F: PagingFormat>() {
+    let memory = Memory::new(64);
+    let w = world::<F>(&memory);
+    let mut alloc = &memory;
+    // Tables between the root and level 1 for a fresh address: one per level.
+    let missing = root_level::<F>().number() as usize - 1;
+    let va = 5 * GIB + 0x3000;
+    let entry = device_private::<F>(0x42);
+    let live = memory.live_frames();
+    w.table
+        .install(va, Level::L1, &entry, &mut alloc)
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(memory.live_frames(), live + missing);
+    assert_eq!(w.table.lookup(va), Ok((Level::L1, entry)));
+    assert!(matches!(
+        w.mmu.access(va, Access::Read),
+        Err(MmuError::NotMapped { .. })
+    ));
+    // The neighbour uses the tables just made: no new frame.
+    let next = device_private::<F>(0x43);
+    w.table
+        .install(va + 0x1000, Level::L1, &next, &mut alloc)
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(memory.live_frames(), live + missing);
+    assert_eq!(w.table.lookup(va + 0x1000), Ok((Level::L1, next)));
+
+    // The slot is taken: nothing changes.
+    assert_eq!(
+        w.table.install(va, Level::L1, &next, &mut alloc),
+        Err(PagingError::Occupied {
+            va,
+            level: Level::L1
+        })
+    );
+    assert_eq!(w.table.lookup(va), Ok((Level::L1, entry)));
+    // A level-2 slot holding the level-1 table is not empty either.
+    assert_eq!(
+        w.table
+            .install(va & !(2 * MIB - 1), Level::L2, &Entry::Absent, &mut alloc),
+        Err(PagingError::Occupied {
+            va: va & !(2 * MIB - 1),
+            level: Level::L2
+        })
+    );
+
+    // A 2 MiB block at level 2 (a new level-2 table on the way, no level-1 table).
+    let block_va = 7 * GIB;
+    let block = Entry::Leaf {
+        pfn: Pfn::new(0x200),
+        size: PageSize::Size2MiB,
+        attrs: rw::<F>(),
+    };
+    w.table
+        .install(block_va, Level::L2, &block, &mut alloc)
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(
+        w.mmu.access(block_va + 0x1234, Access::Read),
+        Ok(0x20_0000 + 0x1234)
+    );
+    let frames = memory.live_frames();
+    // Below the block: covered by it.
+    assert_eq!(
+        w.table
+            .install(block_va + 0x1000, Level::L1, &entry, &mut alloc),
+        Err(PagingError::Occupied {
+            va: block_va,
+            level: Level::L2
+        })
+    );
+    assert_eq!(memory.live_frames(), frames);
+
+    // Bad arguments.
+    assert_eq!(
+        w.table
+            .install(block_va + 0x1000, Level::L2, &Entry::Absent, &mut alloc),
+        Err(PagingError::Unaligned {
+            value: block_va + 0x1000,
+            required: 2 * MIB
+        })
+    );
+    assert_eq!(
+        w.table.install(
+            9 * GIB,
+            Level::L2,
+            &Entry::Table {
+                next: Pfn::new(3),
+                attrs: Default::default()
+            },
+            &mut alloc
+        ),
+        Err(PagingError::TableEntry)
+    );
+    let above_root = root_level::<F>().next_higher().unwrap();
+    assert_eq!(
+        w.table.install(0, above_root, &Entry::Absent, &mut alloc),
+        Err(PagingError::OutOfRange { va: 0 })
+    );
+    // A 4 KiB leaf does not fit a level-2 slot.
+    assert!(matches!(
+        w.table.install(
+            9 * GIB,
+            Level::L2,
+            &Entry::Leaf {
+                pfn: Pfn::new(1),
+                size: PageSize::Size4KiB,
+                attrs: rw::<F>()
+            },
+            &mut alloc
+        ),
+        Err(PagingError::Encode(_))
+    ));
+    assert_eq!(memory.live_frames(), frames);
+
+    // Absent only makes the slot exist; the cursor then finds it at level 1.
+    let empty_va = 9 * GIB + 0x5000;
+    w.table
+        .install(empty_va, Level::L1, &Entry::Absent, &mut alloc)
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(w.table.lookup(empty_va), Ok((Level::L1, Entry::Absent)));
+    let slot = w.table.cursor(empty_va, 0x1000).unwrap().next().unwrap();
+    assert_eq!(slot.level(), Level::L1);
+    w.finish();
+}
+
+#[test]
+fn install_entries_x86_64() {
+    install_entries::<X86_64>();
+}
+
+#[test]
+fn install_entries_aarch64() {
+    install_entries::<Aarch64>();
+}
+
+/// `install` that runs out of frames part way gives every frame back and leaves the
+/// table as it was; with frames it then succeeds.
+fn install_without_frames<F: PagingFormat>() {
+    let memory = Memory::new(64);
+    let w = world::<F>(&memory);
+    let mut alloc = &memory;
+    let missing = root_level::<F>().number() as u64 - 1;
+    let va = 3 * GIB + 0x7000;
+    let entry = device_private::<F>(7);
+    let live = memory.live_frames();
+    for budget in 0..missing {
+        memory.set_budget(Some(budget));
+        assert_eq!(
+            w.table.install(va, Level::L1, &entry, &mut alloc),
+            Err(PagingError::OutOfFrames),
+            "budget {budget}"
+        );
+        assert_eq!(memory.live_frames(), live, "leak at budget {budget}");
+        assert_eq!(
+            w.table.lookup(va),
+            Ok((root_level::<F>(), Entry::Absent)),
+            "table changed at budget {budget}"
+        );
+    }
+    memory.set_budget(Some(missing));
+    w.table
+        .install(va, Level::L1, &entry, &mut alloc)
+        .unwrap()
+        .flush(&w.mmu);
+    memory.set_budget(None);
+    assert_eq!(w.table.lookup(va), Ok((Level::L1, entry)));
+    w.finish();
+}
+
+#[test]
+fn install_without_frames_x86_64() {
+    install_without_frames::<X86_64>();
+}
+
+#[test]
+fn install_without_frames_aarch64() {
+    install_without_frames::<Aarch64>();
+}

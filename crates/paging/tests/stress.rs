@@ -183,3 +183,102 @@ fn protect_keeps_hardware_dirty_bits() {
         table.destroy(&mut alloc);
     }
 }
+
+/// Threads install entries through a path that has no tables yet: on each slot exactly
+/// one thread wins, the others see the slot taken (`Occupied` or `Raced`), the tables
+/// they race to create exist once, and every frame a loser took is given back.
+fn racing_installs<F: PagingFormat>(root: Level) {
+    use devpriv_paging::PagingError;
+    use devpriv_pte::{DeviceAccess, DeviceIndex};
+    let device_private = |index: u64| -> Entry<F> {
+        Entry::Software(SoftwareEntry::new(SoftwareKind::DevicePrivate {
+            access: DeviceAccess::Write,
+            index: DeviceIndex::new(index),
+        }))
+    };
+    const THREADS: u64 = 4;
+    const VA: u64 = 0x40_0000_3000;
+    for round in 0..64 {
+        let memory = Memory::new(64);
+        let mut alloc = &memory;
+        let table = PageTable::<F, _>::new(root, &memory, &mut alloc).unwrap();
+        let start = std::sync::Barrier::new(THREADS as usize);
+        // (thread, its install at the shared slot, its install at its own slot)
+        type Outcome = (u64, Result<(), PagingError>, Result<(), PagingError>);
+        let results: Vec<Outcome> = thread::scope(|s| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|i| {
+                    let table = &table;
+                    let memory = &memory;
+                    let start = &start;
+                    s.spawn(move || {
+                        let mut alloc = memory;
+                        start.wait();
+                        // Everyone wants the same slot; each also has its own
+                        // neighbour in the same (new) level-1 table.
+                        let shared = table
+                            .install(VA, Level::L1, &device_private(i), &mut alloc)
+                            .map(|f| f.ignore());
+                        let own = table
+                            .install(
+                                VA + (i + 1) * 0x1000,
+                                Level::L1,
+                                &device_private(100 + i),
+                                &mut alloc,
+                            )
+                            .map(|f| f.ignore());
+                        (i, shared, own)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners: Vec<u64> = results
+            .iter()
+            .filter(|(_, shared, _)| shared.is_ok())
+            .map(|&(i, _, _)| i)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        for (i, shared, own) in &results {
+            assert_eq!(*own, Ok(()), "round {round}: thread {i}");
+            if let Err(e) = shared {
+                assert!(
+                    matches!(
+                        e,
+                        PagingError::Occupied {
+                            level: Level::L1,
+                            ..
+                        } | PagingError::Raced { .. }
+                    ),
+                    "round {round}: thread {i}: {e:?}"
+                );
+            }
+            assert_eq!(
+                table.lookup(VA + (i + 1) * 0x1000),
+                Ok((Level::L1, device_private(100 + i)))
+            );
+        }
+        assert_eq!(
+            table.lookup(VA),
+            Ok((Level::L1, device_private(winners[0])))
+        );
+        // The root and one table per level below it: the losers' frames went back.
+        assert_eq!(
+            memory.live_frames(),
+            root.number() as usize,
+            "round {round}"
+        );
+        table.destroy(&mut alloc);
+        assert_eq!(memory.live_frames(), 0);
+    }
+}
+
+#[test]
+fn racing_installs_x86_64() {
+    racing_installs::<X86_64>(Level::L4);
+}
+
+#[test]
+fn racing_installs_aarch64() {
+    racing_installs::<Aarch64>(Level::L3);
+}
