@@ -76,3 +76,17 @@ impl FrameAllocator for BumpFrames {
 
     fn free(&mut self, _frame: Pfn) {}
 }
+
+/// Page-table frames taken from any [`FrameSource`], for devpriv-paging operations that
+/// create tables ([`devpriv_paging::PageTable::install`]). A `FrameSource` cannot take
+/// frames back, so a table frame the page table gives back is abandoned, as with
+/// [`BumpFrames`].
+pub struct TableFrames<'a, A: FrameSource + ?Sized>(pub &'a mut A);
+
+impl<A: FrameSource + ?Sized> FrameAllocator for TableFrames<'_, A> {
+    fn allocate(&mut self) -> Result<Pfn, OutOfFrames> {
+        self.0.allocate(PageSize::Size4KiB).ok_or(OutOfFrames)
+    }
+
+    fn free(&mut self, _frame: Pfn) {}
+}

@@ -46,7 +46,7 @@ pub mod tables;
 pub use cell::TryCell;
 pub use device::{DeviceMemory, DevicePage};
 pub use fault::{Access, Cause, Demo, Expectation, Fault, Outcome};
-pub use frames::{BumpFrames, FrameSource};
+pub use frames::{BumpFrames, FrameSource, TableFrames};
 pub use platform::Platform;
 pub use report::Stats;
 pub use resolve::{DeviceResolver, Resolution, ResolveError, Resolver, SystemMemory};

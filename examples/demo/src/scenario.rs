@@ -24,7 +24,7 @@ use devpriv_pte::{
     PageSize, Pfn, SoftwareEntry, SoftwareKind,
 };
 
-use devpriv_paging::{Flush, PagingFormat};
+use devpriv_paging::PagingFormat;
 
 use crate::cell::TryCell;
 use crate::device::{PAGE_WORDS, device_word, system_word};
@@ -97,10 +97,12 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
         unsafe { ptr.add(index).read_volatile() }
     }
 
-    /// Stores `entry` for `va` at `level` and flushes.
+    /// Installs `entry` for `va` at `level` in its empty slot (creating the tables above
+    /// it) and flushes what the page table says to.
     fn put(&mut self, va: u64, level: Level, entry: Entry<P::Format>) -> Result<(), TableError> {
-        self.tables.set(va, level, &entry, &mut self.frames)?;
-        Flush::entry(va, level.shift()).flush(self.platform.tlb());
+        self.tables
+            .install(va, level, &entry, &mut self.frames)?
+            .flush(self.platform.tlb());
         Ok(())
     }
 

@@ -4,17 +4,18 @@
 //! memory through a fixed offset from physical addresses (0 for the identity-mapped
 //! kernels). A [`walk`](LiveTables::walk) decodes the entry at every level with the
 //! format's level-aware decoder and stops at the first entry that is not a table: a leaf
-//! (page or block), a software entry, or an absent slot. Changes are single atomic
-//! stores or compare-exchanges on the entry, so they are safe against the MMU setting
-//! accessed/dirty bits at the same time.
+//! (page or block), a software entry, or an absent slot. Changes are compare-exchanges
+//! on the entry, so they are safe against the MMU setting accessed/dirty bits at the
+//! same time. New entries (and the tables above them) are installed by devpriv-paging's
+//! [`PageTable::install`] on the same tables ([`LiveTables::paging`]).
 
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use devpriv_paging::{OffsetMapper, PageTable, PagingFormat};
+use devpriv_paging::{OffsetMapper, PageTable, PagingError, PagingFormat};
 use devpriv_pte::{DecodeError, EncodeError, Entry, Level, PageSize, Pfn};
 
-use crate::frames::FrameSource;
+use crate::frames::{FrameSource, TableFrames};
 
 /// Entries per table (4 KiB granule).
 const ENTRIES: usize = 512;
@@ -33,14 +34,9 @@ pub enum TableError {
     },
     /// The entry could not be encoded.
     Encode(EncodeError),
-    /// A leaf or software entry above `level` covers the address, so no entry at the
-    /// requested level can be reached.
-    Covered {
-        /// The level of the covering entry.
-        level: Level,
-    },
-    /// No frame for a new table.
-    OutOfFrames,
+    /// devpriv-paging refused to install an entry (the slot or a covering entry is
+    /// occupied, no frame for a new table, bad alignment, ...).
+    Paging(PagingError),
     /// The address or size is not aligned to the entry's size.
     Unaligned,
     /// The entry changed between the read and the compare-exchange (a lost race).
@@ -48,6 +44,12 @@ pub enum TableError {
         /// The value found instead of the expected one.
         found: u64,
     },
+}
+
+impl From<PagingError> for TableError {
+    fn from(e: PagingError) -> Self {
+        Self::Paging(e)
+    }
 }
 
 impl core::fmt::Display for TableError {
@@ -166,67 +168,21 @@ impl<F: PagingFormat> LiveTables<F> {
         }
     }
 
-    /// The entry slot for `va` at `level`, creating the tables above it (from `frames`)
-    /// where they are absent.
-    pub fn slot(
-        &self,
-        va: u64,
-        level: Level,
-        frames: &mut dyn FrameSource,
-    ) -> Result<&AtomicU64, TableError> {
-        let mut table = self.table(self.root);
-        let mut current = self.root_level;
-        while current > level {
-            let slot = &table[current.table_index(va)];
-            let raw = slot.load(Ordering::Acquire);
-            let entry = F::decode(raw, current).map_err(|error| TableError::Decode {
-                level: current,
-                raw,
-                error,
-            })?;
-            let next = match entry {
-                Entry::Table { next, .. } => next,
-                Entry::Absent => {
-                    let frame = frames
-                        .allocate(PageSize::Size4KiB)
-                        .ok_or(TableError::OutOfFrames)?;
-                    for e in self.table(frame) {
-                        e.store(0, Ordering::Relaxed);
-                    }
-                    let table_entry = Entry::<F>::Table {
-                        next: frame,
-                        attrs: Default::default(),
-                    };
-                    let new = F::encode(&table_entry, current).map_err(TableError::Encode)?;
-                    // Release: the zeroed table is visible before the entry that links it.
-                    slot.compare_exchange(raw, new, Ordering::Release, Ordering::Acquire)
-                        .map_err(|found| TableError::Raced { found })?;
-                    frame
-                }
-                _ => return Err(TableError::Covered { level: current }),
-            };
-            table = self.table(next);
-            current = current.next_lower().ok_or(TableError::Covered { level })?;
-        }
-        Ok(&table[level.table_index(va)])
-    }
-
-    /// Stores `entry` for `va` at `level` (any kind: leaf, software, absent), creating
-    /// tables above it as needed, and returns the raw value it replaced. The caller
-    /// flushes the TLB.
-    pub fn set(
+    /// Installs `entry` for `va` at `level` (any kind but a table: leaf, software,
+    /// absent) into the empty slot there, creating the tables above it from `frames`
+    /// (devpriv-paging's [`PageTable::install`]). An occupied or covered slot, a lost
+    /// race or a bad argument is [`TableError::Paging`] and changes nothing in the slot.
+    /// The returned token says what to flush.
+    pub fn install(
         &self,
         va: u64,
         level: Level,
         entry: &Entry<F>,
         frames: &mut dyn FrameSource,
-    ) -> Result<u64, TableError> {
-        if va & (level.entry_span() - 1) != 0 {
-            return Err(TableError::Unaligned);
-        }
-        let raw = F::encode(entry, level).map_err(TableError::Encode)?;
-        let slot = self.slot(va, level, frames)?;
-        Ok(slot.swap(raw, Ordering::AcqRel))
+    ) -> Result<devpriv_paging::Flush, TableError> {
+        Ok(self
+            .paging
+            .install(va, level, entry, &mut TableFrames(frames))?)
     }
 
     /// Replaces the entry a walk found with `entry`, if it still holds the value the
@@ -271,7 +227,7 @@ impl<F: PagingFormat> LiveTables<F> {
                 size,
                 attrs,
             };
-            self.set(v, size.level(), &leaf, frames)?;
+            self.install(v, size.level(), &leaf, frames)?.ignore();
             offset += size.bytes();
         }
         Ok((pages, blocks))

@@ -7,7 +7,7 @@ use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::string::String;
 use std::vec::Vec;
 
-use devpriv_paging::{PagingFormat, TlbInvalidate};
+use devpriv_paging::{PagingError, PagingFormat, TlbInvalidate};
 use devpriv_pte::arch::aarch64::Aarch64;
 use devpriv_pte::arch::x86_64::X86_64;
 use devpriv_pte::{
@@ -131,7 +131,10 @@ fn software<F: PagingFormat>(kind: SoftwareKind) -> Entry<F> {
 }
 
 fn put<F: PagingFormat>(d: &mut TestDemo<'_, F>, va: u64, level: Level, entry: Entry<F>) {
-    d.tables.set(va, level, &entry, &mut d.frames).unwrap();
+    d.tables
+        .install(va, level, &entry, &mut d.frames)
+        .unwrap()
+        .ignore();
 }
 
 fn fault(address: u64, access: Access, cause: Cause) -> Fault {
@@ -281,12 +284,39 @@ fn covered_and_unaligned_are_errors<F: PagingFormat>() {
     );
     let under = d
         .tables
-        .set(VA + 0x1000, Level::L1, &Entry::Absent, &mut d.frames);
-    assert_eq!(under, Err(TableError::Covered { level: Level::L2 }));
+        .install(VA + 0x1000, Level::L1, &Entry::Absent, &mut d.frames);
+    assert_eq!(
+        under.map(|f| f.ignore()),
+        Err(TableError::Paging(PagingError::Occupied {
+            va: VA,
+            level: Level::L2
+        }))
+    );
     let unaligned = d
         .tables
-        .set(VA + 0x1000, Level::L2, &Entry::Absent, &mut d.frames);
-    assert_eq!(unaligned, Err(TableError::Unaligned));
+        .install(VA + 0x1000, Level::L2, &Entry::Absent, &mut d.frames);
+    assert_eq!(
+        unaligned.map(|f| f.ignore()),
+        Err(TableError::Paging(PagingError::Unaligned {
+            value: VA + 0x1000,
+            required: 2 << 20
+        }))
+    );
+    // The block is still there, and installing over it is refused too.
+    let again = d
+        .tables
+        .install(VA, Level::L2, &Entry::Absent, &mut d.frames);
+    assert_eq!(
+        again.map(|f| f.ignore()),
+        Err(TableError::Paging(PagingError::Occupied {
+            va: VA,
+            level: Level::L2
+        }))
+    );
+    assert!(matches!(
+        d.tables.walk(VA).unwrap().entry,
+        Entry::Leaf { pfn, .. } if pfn == block
+    ));
 }
 
 fn replace_reports_a_lost_race<F: PagingFormat>() {
