@@ -71,12 +71,13 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
         );
     }
 
-    /// A fresh frame run of `size` whose word `i` is `fill(i)`.
-    pub fn new_frames(&mut self, size: PageSize, fill: impl Fn(usize) -> u64) -> Option<Pfn> {
+    /// A fresh frame run of `size` whose word `i` is `fill(pfn, i)`, `pfn` being the
+    /// run's first frame.
+    pub fn new_frames(&mut self, size: PageSize, fill: impl Fn(Pfn, usize) -> u64) -> Option<Pfn> {
         let pfn = self.frames.allocate(size)?;
         let words = self.frame_words(pfn, size);
         for (i, word) in words.iter_mut().enumerate() {
-            *word = fill(i);
+            *word = fill(pfn, i);
         }
         Some(pfn)
     }
@@ -239,16 +240,8 @@ fn read_only_page<P: Platform, A: FrameSource, R: Resolver>(
     let va = READ_ONLY_PAGE;
     let pfn = with(cell, |d| {
         let pfn = d
-            .new_frames(PageSize::Size4KiB, |_| 0)
+            .new_frames(PageSize::Size4KiB, |pfn, i| system_word(pfn.number(), i))
             .ok_or(Stop::OutOfFrames)?;
-        let tag = pfn.number();
-        for (i, w) in d
-            .frame_words(pfn, PageSize::Size4KiB)
-            .iter_mut()
-            .enumerate()
-        {
-            *w = system_word(tag, i);
-        }
         let attrs = kernel_attrs::<P::Format>(false, false, true, true);
         d.put(
             va,
@@ -296,7 +289,7 @@ fn no_execute_page<P: Platform, A: FrameSource, R: Resolver>(
     let va = NO_EXECUTE_PAGE;
     with(cell, |d| {
         let pfn = d
-            .new_frames(PageSize::Size4KiB, |_| 0)
+            .new_frames(PageSize::Size4KiB, |_, _| 0)
             .ok_or(Stop::OutOfFrames)?;
         let code = P::RETURN_INSTRUCTION;
         let dst = d.tables.phys_to_virt(pfn.phys_addr());
@@ -341,7 +334,7 @@ fn accessed_dirty<P: Platform, A: FrameSource, R: Resolver>(
     let va = ACCESSED_DIRTY_PAGE;
     with(cell, |d| {
         let pfn = d
-            .new_frames(PageSize::Size4KiB, |i| i as u64)
+            .new_frames(PageSize::Size4KiB, |_, i| i as u64)
             .ok_or(Stop::OutOfFrames)?;
         let attrs = kernel_attrs::<P::Format>(true, false, false, false);
         d.put(
@@ -407,16 +400,8 @@ fn block_2m<P: Platform, A: FrameSource, R: Resolver>(
     let va = BLOCK_2M;
     let pfn = with(cell, |d| {
         let pfn = d
-            .new_frames(PageSize::Size2MiB, |_| 0)
+            .new_frames(PageSize::Size2MiB, |pfn, i| system_word(pfn.number(), i))
             .ok_or(Stop::OutOfFrames)?;
-        let tag = pfn.number();
-        for (i, w) in d
-            .frame_words(pfn, PageSize::Size2MiB)
-            .iter_mut()
-            .enumerate()
-        {
-            *w = system_word(tag, i);
-        }
         let attrs = kernel_attrs::<P::Format>(true, false, true, true);
         d.put(
             va,
@@ -581,16 +566,8 @@ fn migration_entries<P: Platform, A: FrameSource, R: Resolver>(
         let mut frames = [Pfn::new(0); 2];
         for frame in &mut frames {
             *frame = d
-                .new_frames(PageSize::Size4KiB, |_| 0)
+                .new_frames(PageSize::Size4KiB, |pfn, i| system_word(pfn.number(), i))
                 .ok_or(Stop::OutOfFrames)?;
-            let tag = frame.number();
-            for (i, w) in d
-                .frame_words(*frame, PageSize::Size4KiB)
-                .iter_mut()
-                .enumerate()
-            {
-                *w = system_word(tag, i);
-            }
         }
         let write_kind = SoftwareKind::Migration {
             access: MigrationAccess::Write,
@@ -680,16 +657,8 @@ fn device_exclusive_entry<P: Platform, A: FrameSource, R: Resolver>(
 ) -> Result<(), Stop> {
     let pfn = with(cell, |d| {
         let pfn = d
-            .new_frames(PageSize::Size4KiB, |_| 0)
+            .new_frames(PageSize::Size4KiB, |pfn, i| system_word(pfn.number(), i))
             .ok_or(Stop::OutOfFrames)?;
-        let tag = pfn.number();
-        for (i, w) in d
-            .frame_words(pfn, PageSize::Size4KiB)
-            .iter_mut()
-            .enumerate()
-        {
-            *w = system_word(tag, i);
-        }
         let kind = SoftwareKind::DeviceExclusive { pfn };
         d.put(DEVICE_EXCLUSIVE_PAGE, Level::L1, software(kind))?;
         d.expect(Expectation {
