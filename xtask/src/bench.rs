@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{Args, cargo, repo_root};
-use crate::test::checked;
+use crate::cli::{Args, cargo, repo_root, run_checked};
 
 /// Crates with criterion benches.
 const BENCH_CRATES: [&str; 3] = ["devpriv-pte", "devpriv-paging", "devpriv-pagemap"];
@@ -41,7 +40,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
         command.arg("--");
         command.args(&args.positional);
-        checked(&mut command)?;
+        run_checked(&mut command)?;
     }
     let measurements = collect(&criterion_dir)?;
     if measurements.is_empty() {

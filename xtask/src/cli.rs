@@ -18,6 +18,26 @@ pub fn cargo() -> Command {
     command
 }
 
+/// Runs `command` with the console inherited; the error names the command and its exit
+/// status.
+pub fn run_checked(command: &mut Command) -> Result<(), String> {
+    let status = command
+        .status()
+        .map_err(|e| format!("could not start `{}`: {e}", command_line(command)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed ({status})", command_line(command)))
+    }
+}
+
+/// The program and its arguments, as a shell line for messages.
+fn command_line(command: &Command) -> String {
+    let mut words = vec![command.get_program().to_string_lossy().into_owned()];
+    words.extend(command.get_args().map(|a| a.to_string_lossy().into_owned()));
+    words.join(" ")
+}
+
 /// Parsed `--flag value` options, `--switch` flags and positional arguments.
 #[derive(Debug, Default)]
 pub struct Args {

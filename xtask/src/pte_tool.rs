@@ -9,23 +9,23 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::{Args, parse_number};
 
+/// The options of `pte decode|encode` that take a value.
+const VALUED_OPTIONS: [&str; 7] = [
+    "arch",
+    "level",
+    "kind",
+    "pfn",
+    "index",
+    "offset",
+    "swap-type",
+];
+
 /// Dispatches `pte decode` and `pte encode`.
 pub fn run(args: &[String]) -> Result<(), String> {
     let Some((verb, rest)) = args.split_first() else {
         return Err("usage: cargo xtask pte decode|encode ...".into());
     };
-    let args = Args::parse(
-        rest,
-        &[
-            "arch",
-            "level",
-            "kind",
-            "pfn",
-            "index",
-            "offset",
-            "swap-type",
-        ],
-    )?;
+    let args = Args::parse(rest, &VALUED_OPTIONS)?;
     let arch = args
         .option("arch")
         .ok_or("--arch x86_64|aarch64 is required")?;
@@ -317,19 +317,7 @@ mod tests {
 
     fn args(text: &str) -> Args {
         let words: Vec<String> = text.split_whitespace().map(String::from).collect();
-        Args::parse(
-            &words,
-            &[
-                "arch",
-                "level",
-                "kind",
-                "pfn",
-                "index",
-                "offset",
-                "swap-type",
-            ],
-        )
-        .unwrap()
+        Args::parse(&words, &VALUED_OPTIONS).unwrap()
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::cli::{Args, cargo, parse_number, repo_root};
+use crate::cli::{Args, cargo, parse_number, repo_root, run_checked};
 
 /// The start of the demo's summary line (`devpriv_demo::report::SUMMARY_PREFIX`).
 pub const SUMMARY_PREFIX: &str = "devpriv-demo: summary";
@@ -301,19 +301,14 @@ pub fn build_kernel_with(
     if !features.is_empty() {
         command.arg("--features").arg(features.join(","));
     }
-    let status = command
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .status()
-        .map_err(|e| format!("could not run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "building the {} kernel failed ({status})",
-            arch.name()
-        ));
-    }
+    run_checked(
+        command
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target_dir),
+    )
+    .map_err(|e| format!("building the {} kernel: {e}", arch.name()))?;
     let elf = target_dir
         .join(arch.target())
         .join("release")
@@ -577,16 +572,11 @@ pub fn backports_stanza(debian_sources: &str, codename: &str) -> Option<String> 
 }
 
 fn apt(args: &[&str]) -> Result<(), String> {
-    let status = Command::new("apt-get")
-        .args(args)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .map_err(|e| format!("could not run apt-get: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`apt-get {}` failed ({status})", args.join(" ")))
-    }
+    run_checked(
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 struct AptOutput {

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use crate::cli::{cargo, repo_root};
+use crate::cli::{cargo, repo_root, run_checked};
 use crate::toolchain::{BARE_METAL_TARGETS, ensure_targets};
 
 /// The `no_std` library crates, built and linted for every bare-metal target.
@@ -106,16 +106,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// Runs `command`, inheriting the console; Ok("passed") on success.
+/// Runs `command` (see [`run_checked`]); Ok("passed") on success, for the summary.
 pub fn checked(command: &mut Command) -> Result<String, String> {
-    let status = command
-        .status()
-        .map_err(|e| format!("could not start {command:?}: {e}"))?;
-    if status.success() {
-        Ok("passed".into())
-    } else {
-        Err(format!("{command:?} exited with {status}"))
-    }
+    run_checked(command).map(|()| "passed".into())
 }
 
 fn kernel_manifests() -> impl Iterator<Item = (String, &'static str)> {

@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use crate::cli::run_checked;
+
 /// The bare-metal targets every check builds for.
 pub const BARE_METAL_TARGETS: [&str; 2] = ["x86_64-unknown-none", "aarch64-unknown-none"];
 
@@ -32,15 +34,10 @@ pub fn ensure_targets() -> Result<(), String> {
         return Ok(());
     }
     eprintln!("xtask: installing rustup targets {}", missing.join(" "));
-    let status = Command::new("rustup")
-        .args(["target", "add"])
-        .args(&missing)
-        .current_dir(&root)
-        .status()
-        .map_err(|e| format!("could not run rustup: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`rustup target add {}` failed", missing.join(" ")))
-    }
+    run_checked(
+        Command::new("rustup")
+            .args(["target", "add"])
+            .args(&missing)
+            .current_dir(&root),
+    )
 }
