@@ -12,14 +12,45 @@
 //! [`needs_break_before_make`] is a pure function of the two decoded entries;
 //! [`PageTable`](crate::PageTable) follows it on every live change.
 
-use devpriv_pte::Entry;
 use devpriv_pte::arch::aarch64::{Aarch64, PageAttributes};
+use devpriv_pte::{Entry, Level};
 
+use crate::flush::Flush;
 use crate::format::PagingFormat;
+use crate::sync::{AtomicU64, Ordering};
+use crate::tlb::TlbInvalidate;
 
 /// Whether replacing `old` by `new` in a live table of format `F` needs break-before-make.
 pub fn needs_break_before_make<F: PagingFormat>(old: &Entry<F>, new: &Entry<F>) -> bool {
     F::needs_break_before_make(old, new)
+}
+
+/// Which step of [`write_break_before_make`] lost a race.
+pub(crate) enum BreakLost {
+    /// The slot no longer held the old entry; it holds this value and nothing was written.
+    Before(u64),
+    /// Another thread filled the invalid slot before the new entry went in; the slot holds
+    /// that thread's entry.
+    After(u64),
+}
+
+/// Replaces the valid entry `old` of the `level` slot that maps `va` by `new` with the
+/// break-before-make sequence: compare-exchange to invalid, invalidate the translation,
+/// compare-exchange to `new`. The new entry needs no further invalidation.
+pub(crate) fn write_break_before_make(
+    slot: &AtomicU64,
+    old: u64,
+    new: u64,
+    va: u64,
+    level: Level,
+    tlb: &impl TlbInvalidate,
+) -> Result<(), BreakLost> {
+    slot.compare_exchange(old, 0, Ordering::AcqRel, Ordering::Acquire)
+        .map_err(BreakLost::Before)?;
+    Flush::entry(va, level.shift()).flush(tlb);
+    slot.compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire)
+        .map(|_| ())
+        .map_err(BreakLost::After)
 }
 
 /// The aarch64 rules (see the module documentation).

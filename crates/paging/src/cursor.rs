@@ -3,6 +3,7 @@
 
 use devpriv_pte::{DecodeError, EncodeError, Entry, Level, Pfn};
 
+use crate::bbm::{BreakLost, write_break_before_make};
 use crate::error::PagingError;
 use crate::flush::Flush;
 use crate::format::PagingFormat;
@@ -136,12 +137,16 @@ impl<'a, F: PagingFormat> Slot<'a, F> {
             other => return other,
         }
         let new_raw = self.encode(new)?;
-        self.exchange(self.raw, 0)?;
-        self.flush_for(self.raw).flush(tlb);
-        self.raw = 0;
-        self.exchange(0, new_raw)?;
-        self.raw = new_raw;
-        Ok(Flush::none())
+        match write_break_before_make(self.cell, self.raw, new_raw, self.va, self.level, tlb) {
+            Ok(()) => {
+                self.raw = new_raw;
+                Ok(Flush::none())
+            }
+            Err(BreakLost::Before(current) | BreakLost::After(current)) => {
+                self.raw = current;
+                Err(ReplaceError::Raced { current })
+            }
+        }
     }
 
     fn encode(&self, new: &Entry<F>) -> Result<u64, ReplaceError> {

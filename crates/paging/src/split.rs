@@ -3,6 +3,7 @@
 
 use devpriv_pte::{Entry, Level, SoftwareEntry, SoftwareKind};
 
+use crate::bbm::{BreakLost, write_break_before_make};
 use crate::error::PagingError;
 use crate::flush::Flush;
 use crate::format::PagingFormat;
@@ -149,20 +150,17 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             let table_raw = Self::table_raw(next, level)?;
             let table_entry = F::decode(table_raw, level).expect("encoded table decodes");
             if F::is_valid(raw, level) && F::needs_break_before_make(&old, &table_entry) {
-                if let Err(now) = slot.compare_exchange(raw, 0, Ordering::AcqRel, Ordering::Acquire)
-                {
-                    raw = now;
-                    continue;
+                match write_break_before_make(slot, raw, table_raw, es, level, tlb) {
+                    Ok(()) => return Ok(Flush::none()),
+                    Err(BreakLost::Before(now)) => {
+                        raw = now;
+                        continue;
+                    }
+                    Err(BreakLost::After(_)) => {
+                        alloc.free(next);
+                        return Err(PagingError::Raced { va: es });
+                    }
                 }
-                Flush::entry(es, level.shift()).flush(tlb);
-                if slot
-                    .compare_exchange(0, table_raw, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
-                    alloc.free(next);
-                    return Err(PagingError::Raced { va: es });
-                }
-                return Ok(Flush::none());
             }
             match slot.compare_exchange(raw, table_raw, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {

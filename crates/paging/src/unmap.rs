@@ -2,6 +2,7 @@
 
 use devpriv_pte::{Entry, Level, Pfn};
 
+use crate::bbm::{BreakLost, write_break_before_make};
 use crate::error::PagingError;
 use crate::flush::Flush;
 use crate::format::PagingFormat;
@@ -227,20 +228,16 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                         break;
                     }
                     if F::needs_break_before_make(&old, &new) {
-                        if let Err(now) =
-                            entry.compare_exchange(raw, 0, Ordering::AcqRel, Ordering::Acquire)
-                        {
-                            raw = now;
-                            continue;
+                        match write_break_before_make(entry, raw, new_raw, es, level, tlb) {
+                            Ok(()) => break,
+                            Err(BreakLost::Before(now)) => {
+                                raw = now;
+                                continue;
+                            }
+                            Err(BreakLost::After(_)) => {
+                                return Err(PagingError::Raced { va: es });
+                            }
                         }
-                        Flush::entry(es, level.shift()).flush(tlb);
-                        if entry
-                            .compare_exchange(0, new_raw, Ordering::AcqRel, Ordering::Acquire)
-                            .is_err()
-                        {
-                            return Err(PagingError::Raced { va: es });
-                        }
-                        break;
                     }
                     match entry.compare_exchange(raw, new_raw, Ordering::AcqRel, Ordering::Acquire)
                     {
