@@ -6,7 +6,7 @@
 //! device-private write/read 28/29, device-exclusive 30, marker 31. Each architecture
 //! module places the type, the offset and the side bits in the raw entry.
 
-use crate::error::EncodeError;
+use crate::error::{DecodeError, EncodeError};
 use crate::frame::{DeviceIndex, Pfn, SOFTWARE_NUMBER_BITS};
 
 /// Bits of the offset field that any software entry may use (frame or index plus the
@@ -253,6 +253,19 @@ pub(crate) enum OffsetError {
     /// The kind does not define these offset bits (young/dirty outside migration
     /// entries, non-marker bits in a marker payload).
     Reserved(u64),
+}
+
+impl OffsetError {
+    /// The decode error for an entry whose offset field starts at raw bit
+    /// `offset_shift`: reserved offset bits are reported at their raw positions.
+    pub(crate) const fn at_raw_shift(self, offset_shift: u32) -> DecodeError {
+        match self {
+            Self::TooWide => DecodeError::OffsetTooWide,
+            Self::Reserved(bits) => DecodeError::ReservedBitsSet {
+                bits: bits << offset_shift,
+            },
+        }
+    }
 }
 
 /// Mask of the frame-number / index part of the offset.

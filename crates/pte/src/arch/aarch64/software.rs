@@ -18,7 +18,7 @@ use bitfield_struct::bitfield;
 
 use crate::error::{DecodeError, EncodeError};
 use crate::level::Level;
-use crate::software::{OffsetError, SideBits, SoftwareEntry, SoftwareKind};
+use crate::software::{SideBits, SoftwareEntry, SoftwareKind};
 
 /// Bit 11 with bit 0 clear: a PROT_NONE mapping (Linux `PTE_PRESENT_INVALID`).
 pub const PRESENT_INVALID: u64 = 1 << 11;
@@ -99,12 +99,7 @@ pub(crate) const fn decode(raw: u64, level: Level) -> Result<SoftwareEntry, Deco
     let type_number = (raw >> TYPE_SHIFT & 0x1f) as u8;
     let kind = match SoftwareKind::from_type_and_offset(type_number, offset) {
         Ok(k) => k,
-        Err(OffsetError::TooWide) => return Err(DecodeError::OffsetTooWide),
-        Err(OffsetError::Reserved(bits)) => {
-            return Err(DecodeError::ReservedBitsSet {
-                bits: bits << OFFSET_SHIFT,
-            });
-        }
+        Err(e) => return Err(e.at_raw_shift(OFFSET_SHIFT)),
     };
     Ok(SoftwareEntry {
         kind,

@@ -23,7 +23,7 @@ use bitfield_struct::bitfield;
 
 use crate::error::{DecodeError, EncodeError};
 use crate::level::Level;
-use crate::software::{OffsetError, SideBits, SoftwareEntry, SoftwareKind};
+use crate::software::{SideBits, SoftwareEntry, SoftwareKind};
 
 /// Bits the MMU may set on a non-present entry (A and D); ignored when decoding.
 pub const ERRATUM_BITS: u64 = 0x60;
@@ -115,16 +115,11 @@ pub(crate) const fn decode(raw: u64, level: Level) -> Result<SoftwareEntry, Deco
     // Un-invert bits 9..58 into a 50-bit value.
     let offset = (!raw) << 5 >> (OFFSET_SHIFT + 5);
     let type_number = (raw >> TYPE_SHIFT) as u8;
+    // Reserved bits are stored inverted: the error reports the positions whose
+    // (inverted) value means "set".
     let kind = match SoftwareKind::from_type_and_offset(type_number, offset) {
         Ok(k) => k,
-        Err(OffsetError::TooWide) => return Err(DecodeError::OffsetTooWide),
-        // The bits are stored inverted: report the positions whose (inverted) value
-        // means "set".
-        Err(OffsetError::Reserved(bits)) => {
-            return Err(DecodeError::ReservedBitsSet {
-                bits: bits << OFFSET_SHIFT,
-            });
-        }
+        Err(e) => return Err(e.at_raw_shift(OFFSET_SHIFT)),
     };
     Ok(SoftwareEntry {
         kind,
