@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 use buddy_system_allocator::FrameAllocator;
 use criterion::{Criterion, criterion_group, criterion_main};
 use devpriv_pagemap::{
-    CpuFault, DevicePagemap, DevicePrivateSpace, FaultError, Folio, Owner, PageCache, PageMeta,
-    PagemapOps,
+    DevicePagemap, DevicePrivateSpace, Folio, Owner, PageCache, PageMeta, PagemapOps,
 };
 use devpriv_pte::{DeviceIndex, PageSize};
 
@@ -35,9 +34,6 @@ const FRAMES: usize = 1 << 18; // 1 GiB of 4 KiB pages
 struct NoDriver;
 
 impl PagemapOps for NoDriver {
-    fn migrate_to_ram(&self, _: &CpuFault<'_>) -> Result<(), FaultError> {
-        Ok(())
-    }
     fn folio_free(&self, folio: Folio<'_>) {
         black_box(folio);
     }
@@ -78,9 +74,7 @@ fn alloc_free(c: &mut Criterion, size: PageSize, batch: usize, name: &str) {
             for _ in 0..batch {
                 held.push(pm.alloc(size).unwrap());
             }
-            for f in held.drain(..) {
-                f.put().unwrap();
-            }
+            held.clear();
         })
     });
     if size == PageSize::Size4KiB {
@@ -92,7 +86,7 @@ fn alloc_free(c: &mut Criterion, size: PageSize, batch: usize, name: &str) {
                     held.push(cache.alloc().unwrap());
                 }
                 for f in held.drain(..) {
-                    cache.put(f).unwrap();
+                    cache.put(f);
                 }
             })
         });
@@ -248,7 +242,7 @@ fn threads(c: &mut Criterion, n: usize, name: &str) {
                 let mut cache = PageCache::new(&pm);
                 for _ in 0..iters {
                     let f = cache.alloc().unwrap();
-                    cache.put(f).unwrap();
+                    cache.put(f);
                 }
             })
         })
@@ -257,8 +251,7 @@ fn threads(c: &mut Criterion, n: usize, name: &str) {
         b.iter_custom(|iters| {
             concurrently(n, iters, &|iters| {
                 for _ in 0..iters {
-                    let f = pm.alloc(PageSize::Size4KiB).unwrap();
-                    f.put().unwrap();
+                    drop(pm.alloc(PageSize::Size4KiB).unwrap());
                 }
             })
         })

@@ -91,8 +91,6 @@ pub(crate) struct AllocState {
     /// Pages in allocated folios.
     pub(crate) allocated: u64,
     tail: TailChunk,
-    /// Where the pagemap is registered: `(slot, generation)`.
-    pub(crate) registration: Option<(usize, u32)>,
     /// The chunk 4 KiB pages were last allocated from, + 1 (0: none). Its header lives
     /// in `hot_header` (the copy in metadata may lag) so that a run of allocations and
     /// frees in one chunk does not write the chunk's first page, whose folio half other
@@ -118,7 +116,6 @@ impl AllocState {
                 bump: 0,
                 head: 0,
             },
-            registration: None,
             hot: 0,
             hot_header: Header(0),
         }

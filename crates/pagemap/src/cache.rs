@@ -12,11 +12,10 @@ use core::fmt;
 use devpriv_pte::DeviceIndex;
 
 use crate::LARGE_FOLIO_PAGES;
-use crate::error::{AllocError, FolioError};
-use crate::folio::{Folio, Page};
+use crate::error::AllocError;
+use crate::folio::{Folio, FolioRef, Page};
 use crate::meta::word;
 use crate::pagemap::{DevicePagemap, injected};
-use crate::space::slot_base;
 use crate::sync::Ordering;
 
 /// The most pages a cache holds.
@@ -68,7 +67,7 @@ impl<'a> PageCache<'a> {
     /// Allocates a 4 KiB folio with one reference, unlocked, from the cache (refilled
     /// from the allocator, a batch at a time, when empty). Same errors as
     /// [`DevicePagemap::alloc`], including injected failures.
-    pub fn alloc(&mut self) -> Result<Folio<'a>, AllocError> {
+    pub fn alloc(&mut self) -> Result<FolioRef<'a>, AllocError> {
         if injected(&self.pagemap.fail_small) {
             return Err(AllocError::Injected);
         }
@@ -83,18 +82,23 @@ impl<'a> PageCache<'a> {
         // of a cached page.
         flip(self.pagemap, page, word::RESERVED | word::ALLOCATED | 1);
         let index = DeviceIndex::new(self.base + page);
-        Ok(Folio::new(Page::new(self.pagemap, index), false))
+        // SAFETY: the page just became a folio with one reference, which no handle owns.
+        Ok(unsafe { FolioRef::from_raw(Folio::new(Page::new(self.pagemap, index), false)) })
     }
 
-    /// Puts one reference to `folio` like [`Folio::put`]; if it was the last one of a
-    /// 4 KiB folio of this cache's pagemap, the page goes into the cache (after the
+    /// Puts the reference `folio` owns, as dropping it would; if it was the last one of
+    /// a 4 KiB folio of this cache's pagemap, the page goes into the cache (after the
     /// driver's `folio_free`) instead of back to the allocator.
-    pub fn put(&mut self, folio: Folio<'a>) -> Result<(), FolioError> {
+    pub fn put(&mut self, folio: FolioRef<'a>) {
         if folio.pages() != 1 || !core::ptr::eq(folio.pagemap(), self.pagemap) {
-            return folio.put();
+            drop(folio);
+            return;
         }
-        if !folio.put_ref()? {
-            return Ok(());
+        let folio = folio.into_raw();
+        match folio.put_ref() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => panic!("{folio:?}: put of an owned reference failed: {e}"),
         }
         self.pagemap.ops.folio_free(folio);
         if self.len == PAGE_CACHE_CAPACITY {
@@ -109,7 +113,6 @@ impl<'a> PageCache<'a> {
         }
         self.pages[self.len] = page as u32;
         self.len += 1;
-        Ok(())
     }
 
     /// Gives every cached page back to the allocator.
@@ -130,10 +133,10 @@ impl<'a> PageCache<'a> {
 
     fn refill(&mut self) -> Result<(), AllocError> {
         let mut alloc = self.pagemap.alloc.lock();
-        let Some((slot, _)) = alloc.registration else {
+        let Some(base) = self.pagemap.base() else {
             return Err(AllocError::NotRegistered);
         };
-        self.base = slot_base(slot).number();
+        self.base = base.number();
         while self.len < BATCH {
             match alloc.reserve_small(self.pagemap.meta) {
                 Some(page) => {

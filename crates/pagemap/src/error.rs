@@ -83,24 +83,16 @@ pub enum AllocError {
     NotRegistered,
 }
 
-/// Misuse of a folio's reference count, lock or size.
+/// Why a reference, a lock or a split could not be had.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FolioError {
-    /// The folio is free (or being freed): no reference can be taken and none is held.
+    /// The folio is free (or being freed, or frozen in the middle of a split): no
+    /// reference can be taken.
     NotAllocated,
-    /// A reference was put that was not held (the count is already zero).
-    DoublePut,
-    /// The last reference of a locked folio was put: a locked folio is never freed.
-    /// The reference stays held.
-    FreeLocked,
     /// The reference count would overflow.
     RefcountOverflow,
-    /// Unlock of a folio that is not locked.
-    NotLocked,
     /// Split of a folio that is not a 2 MiB folio.
     SplitNotLarge,
-    /// Split of a folio the caller has not locked.
-    SplitNotLocked,
     /// Split of a folio someone else also references.
     SplitBusy {
         /// The reference count found (a split needs exactly 1, the caller's).
@@ -178,12 +170,8 @@ impl fmt::Display for FolioError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotAllocated => f.write_str("the folio is free"),
-            Self::DoublePut => f.write_str("put of a reference that is not held"),
-            Self::FreeLocked => f.write_str("the last reference of a locked folio"),
             Self::RefcountOverflow => f.write_str("reference count overflow"),
-            Self::NotLocked => f.write_str("unlock of a folio that is not locked"),
             Self::SplitNotLarge => f.write_str("only a 2 MiB folio can be split"),
-            Self::SplitNotLocked => f.write_str("split of a folio the caller has not locked"),
             Self::SplitBusy { refs } => write!(f, "split needs 1 reference, found {refs}"),
         }
     }

@@ -16,8 +16,9 @@
 //! - an allocator of 4 KiB and 2 MiB folios that keeps its state in that metadata, lazily,
 //!   and splits and re-merges 2 MiB chunks in O(1), with per-CPU page caches
 //!   ([`PageCache`]) so that CPUs do not contend on it;
-//! - reference counts, folio locks and reverse maps with Linux's rules, each misuse a
-//!   typed error.
+//! - reference counts, folio locks and reverse maps with Linux's rules, owned by handles
+//!   ([`FolioRef`], [`LockedFolio`]) so that a double put or a forgotten unlock does not
+//!   compile.
 //!
 //! ```
 //! use devpriv_pagemap::*;
@@ -25,7 +26,6 @@
 //!
 //! struct Driver;
 //! impl PagemapOps for Driver {
-//!     fn migrate_to_ram(&self, _fault: &CpuFault<'_>) -> Result<(), FaultError> { Ok(()) }
 //!     fn folio_free(&self, _folio: Folio<'_>) {}
 //! }
 //!
@@ -34,10 +34,12 @@
 //! let space = DevicePrivateSpace::new();
 //! let id = space.register(&pagemap).unwrap();
 //!
-//! let folio = pagemap.alloc(PageSize::Size2MiB).unwrap();
+//! let folio = pagemap.alloc(PageSize::Size2MiB).unwrap(); // one reference, owned
 //! let tail = space.lookup(folio.index().checked_add(7).unwrap()).unwrap();
-//! assert_eq!(tail.folio(), folio);
-//! folio.put().unwrap();
+//! assert_eq!(tail.folio(), folio.folio());
+//! let locked = folio.trylock().unwrap(); // the lock, and the same reference
+//! assert!(space.unregister(id).is_err()); // a page is allocated
+//! drop(locked); // unlocks, puts the last reference: the folio is free again
 //! space.unregister(id).unwrap();
 //! ```
 #![no_std]
@@ -60,12 +62,12 @@ pub use cache::{PAGE_CACHE_CAPACITY, PageCache};
 pub use error::{
     AllocError, FolioError, LookupError, RegisterError, ReverseMapError, UnregisterError,
 };
-pub use folio::{Folio, Page};
+pub use folio::{Folio, FolioRef, LockedFolio, Page, SplitError, SplitFolios};
 #[cfg(not(loom))]
 pub use meta::METADATA_BYTES_PER_PAGE;
 pub use meta::{AddressSpaceId, DriverWord, PageMeta, ReverseMap};
 pub use pagemap::{
-    AllocFailures, AllocatedFolios, CpuFault, DevicePagemap, FaultError, Owner, PagemapOps,
+    AllocFailures, AllocatedFolios, DevicePagemap, Owner, PagemapOps,
 };
 pub use space::{DevicePrivateSpace, MAX_PAGEMAP_PAGES, PagemapId, SLOT_PAGES, SLOTS};
 #[cfg(all(feature = "alloc", not(loom)))]

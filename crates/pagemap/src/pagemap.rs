@@ -6,10 +6,10 @@ use devpriv_pte::{DeviceIndex, PageSize};
 
 use crate::allocator::{AllocState, CHUNK_PAGES, FAIL_ALWAYS};
 use crate::error::{AllocError, LookupError, RegisterError};
-use crate::folio::{Folio, Page};
-use crate::meta::{AddressSpaceId, DriverWord, PageMeta, word};
+use crate::folio::{Folio, FolioRef, LockedFolio, Page};
+use crate::meta::{DriverWord, PageMeta, word};
 use crate::space::{MAX_PAGEMAP_PAGES, PagemapId, slot_base};
-use crate::sync::{AtomicU32, Mutex, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering};
 
 /// Which device (driver instance) owns a pagemap: an opaque token compared for
 /// equality, Linux's `pgmap->owner`. Migration selects device pages by owner.
@@ -33,45 +33,24 @@ impl Owner {
     }
 }
 
-/// A CPU fault on a device-private entry that points at one of a pagemap's pages: what
-/// [`PagemapOps::migrate_to_ram`] receives (Linux's `struct vm_fault`, trimmed).
-#[derive(Clone, Copy, Debug)]
-pub struct CpuFault<'a> {
-    /// The faulting device page; the caller holds a reference and the folio lock.
-    pub page: Page<'a>,
-    /// The address space that faulted.
-    pub address_space: AddressSpaceId,
-    /// The faulting virtual address.
-    pub address: u64,
-    /// Whether the access was a write.
-    pub write: bool,
-}
-
-/// Why [`PagemapOps::migrate_to_ram`] could not bring a page back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultError {
-    /// Something changed under the driver; the fault is retried.
-    Retry,
-    /// The page cannot be brought back: the faulting context gets a bus error.
-    BusError,
-}
-
-/// What the driver of a pagemap does (Linux's `struct dev_pagemap_ops`).
+/// What the driver of a pagemap does when a folio's life changes (the lifecycle half of
+/// Linux's `struct dev_pagemap_ops`; a CPU fault on a device page is handled by
+/// devpriv-migrate, whose driver trait adds `migrate_to_ram`).
 ///
 /// The pagemap never calls these with its allocator lock held, so a driver may allocate
 /// or free folios from inside them.
 pub trait PagemapOps: Sync {
-    /// A CPU touched a page of this pagemap: migrate it (and, at the driver's choice,
-    /// its neighbours) back to system RAM. Called with the page referenced and locked.
-    fn migrate_to_ram(&self, fault: &CpuFault<'_>) -> Result<(), FaultError>;
-
     /// The last reference to `folio` was put. Called before the folio goes back to the
     /// allocator; the driver drops whatever it keeps per folio.
     fn folio_free(&self, folio: Folio<'_>);
 
-    /// The 2 MiB `folio` was just split into 512 4 KiB folios. Default: nothing.
-    fn folio_split(&self, folio: Folio<'_>) {
-        let _ = folio;
+    /// A 2 MiB folio was just split into 512 4 KiB folios (Linux's `folio_split`
+    /// callback): called once for each new folio after the head, with `head` the
+    /// former head (now a 4 KiB folio) and `new` the new folio, so that the driver can
+    /// copy what it keeps per folio; then once with `new` = `None` when the split is
+    /// complete. Default: nothing.
+    fn folio_split(&self, head: Folio<'_>, new: Option<Folio<'_>>) {
+        let _ = (head, new);
     }
 }
 
@@ -102,6 +81,9 @@ pub struct DevicePagemap<'a> {
     pub(crate) ops: &'a dyn PagemapOps,
     driver_words: Option<&'a [DriverWord]>,
     pub(crate) alloc: Mutex<AllocState>,
+    /// Where the pagemap is registered ([`Registration`]): written under the allocator
+    /// lock by the space, read with one load.
+    pub(crate) registration: AtomicU64,
     pub(crate) fail_small: AtomicU32,
     fail_large: AtomicU32,
 }
@@ -138,6 +120,7 @@ impl<'a> DevicePagemap<'a> {
             ops,
             driver_words: None,
             alloc: Mutex::new(AllocState::new(pages)),
+            registration: AtomicU64::new(0),
             fail_small: AtomicU32::new(0),
             fail_large: AtomicU32::new(0),
         })
@@ -171,36 +154,39 @@ impl<'a> DevicePagemap<'a> {
         self.ops
     }
 
-    /// Where the pagemap is registered, if it is.
-    pub fn id(&self) -> Option<PagemapId> {
-        self.alloc
-            .lock()
-            .registration
-            .map(|(slot, generation)| PagemapId::new(slot, generation))
+    /// Where the pagemap is registered now (one load).
+    #[inline]
+    pub(crate) fn registration(&self) -> Option<Registration> {
+        Registration::decode(self.registration.load(Ordering::Acquire))
     }
 
-    /// The device index of the pagemap's first page, if it is registered.
+    /// Where the pagemap is registered, if it is.
+    pub fn id(&self) -> Option<PagemapId> {
+        self.registration().map(Registration::id)
+    }
+
+    /// The device index of the pagemap's first page, if it is registered. One load.
+    #[inline]
     pub fn base(&self) -> Option<DeviceIndex> {
-        self.alloc
-            .lock()
-            .registration
-            .map(|(slot, _)| slot_base(slot))
+        self.registration().map(|r| slot_base(r.slot))
     }
 
     /// Page `number` of this pagemap (0-based), if it exists and the pagemap is
-    /// registered (so that the page has an index).
+    /// registered (so that the page has an index). One load.
     pub fn page(&self, number: u64) -> Result<Page<'_>, LookupError> {
-        let base = self
-            .alloc
-            .lock()
-            .registration
-            .map(|(slot, _)| slot_base(slot));
-        let index = base
-            .map(|b| DeviceIndex::new(b.number() + number))
-            .unwrap_or(DeviceIndex::new(number));
-        match base {
-            Some(_) if number < self.pages => Ok(Page::new(self, index)),
-            _ => Err(LookupError::Unknown { index }),
+        match self.base() {
+            Some(base) if number < self.pages => Ok(Page::new(
+                self,
+                DeviceIndex::new(base.number() + number),
+            )),
+            // Past the end: report the index it would have, saturating so that any
+            // number is an answer, never an overflow.
+            Some(base) => Err(LookupError::Unknown {
+                index: DeviceIndex::new(base.number().saturating_add(number)),
+            }),
+            None => Err(LookupError::Unknown {
+                index: DeviceIndex::new(number),
+            }),
         }
     }
 
@@ -226,14 +212,19 @@ impl<'a> DevicePagemap<'a> {
 
     /// Allocates a folio of `size` (4 KiB or 2 MiB) with one reference, unlocked.
     /// O(1); no per-page work, even for a 2 MiB folio.
-    pub fn alloc(&self, size: PageSize) -> Result<Folio<'_>, AllocError> {
-        self.alloc_with(size, 0)
+    pub fn alloc(&self, size: PageSize) -> Result<FolioRef<'_>, AllocError> {
+        let folio = self.alloc_with(size, 0)?;
+        // SAFETY: the folio was just allocated with one reference, which no handle owns.
+        Ok(unsafe { FolioRef::from_raw(folio) })
     }
 
     /// Allocates a folio of `size` with one reference, locked: a migration destination
     /// (Linux's `zone_device_folio_init`). Costs the same as [`DevicePagemap::alloc`].
-    pub fn alloc_locked(&self, size: PageSize) -> Result<Folio<'_>, AllocError> {
-        self.alloc_with(size, word::LOCKED)
+    pub fn alloc_locked(&self, size: PageSize) -> Result<LockedFolio<'_>, AllocError> {
+        let folio = self.alloc_with(size, word::LOCKED)?;
+        // SAFETY: the folio was just allocated locked with one reference, which no handle
+        // owns.
+        Ok(unsafe { LockedFolio::from_raw(folio) })
     }
 
     #[inline]
@@ -251,7 +242,9 @@ impl<'a> DevicePagemap<'a> {
             return Err(AllocError::Injected);
         }
         let mut state = self.alloc.lock();
-        let Some((slot, _)) = state.registration else {
+        // Read under the lock: unregistering takes it too, so the slot cannot change
+        // until the folio is counted as allocated.
+        let Some(Registration { slot, .. }) = self.registration() else {
             return Err(AllocError::NotRegistered);
         };
         let page = if large {
@@ -287,17 +280,46 @@ impl<'a> DevicePagemap<'a> {
     /// Each folio is reported if it was allocated when the walk reached it; take a
     /// reference with [`Page::try_get`] before using one. O(pages) loads, no lock.
     pub fn allocated_folios(&self) -> AllocatedFolios<'_> {
-        let base = self.base().map_or(0, |b| b.number());
+        let base = self.base();
         AllocatedFolios {
             pagemap: self,
-            base,
-            next: if self.base().is_some() { 0 } else { self.pages },
+            base: base.map_or(0, |b| b.number()),
+            next: if base.is_some() { 0 } else { self.pages },
+        }
+    }
+}
+
+/// Where a pagemap is registered: its slot and the slot's generation, packed into one
+/// word so that reading it is a load (0: not registered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Registration {
+    pub(crate) slot: usize,
+    pub(crate) generation: u32,
+}
+
+impl Registration {
+    const VALID: u64 = 1 << 63;
+
+    pub(crate) const fn encode(this: Option<Self>) -> u64 {
+        match this {
+            None => 0,
+            Some(r) => Self::VALID | (r.generation as u64) << 16 | r.slot as u64,
         }
     }
 
-    /// Calls the driver's [`PagemapOps::migrate_to_ram`] for `fault`.
-    pub fn migrate_to_ram(&self, fault: &CpuFault<'_>) -> Result<(), FaultError> {
-        self.ops.migrate_to_ram(fault)
+    pub(crate) const fn decode(raw: u64) -> Option<Self> {
+        if raw & Self::VALID == 0 {
+            None
+        } else {
+            Some(Self {
+                slot: (raw & 0xffff) as usize,
+                generation: (raw >> 16) as u32,
+            })
+        }
+    }
+
+    pub(crate) const fn id(self) -> PagemapId {
+        PagemapId::new(self.slot, self.generation)
     }
 }
 

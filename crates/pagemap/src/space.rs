@@ -18,7 +18,7 @@ use devpriv_pte::DeviceIndex;
 
 use crate::error::{LookupError, RegisterError, UnregisterError};
 use crate::folio::Page;
-use crate::pagemap::DevicePagemap;
+use crate::pagemap::{DevicePagemap, Registration};
 use crate::sync::{AtomicPtr, AtomicU32, Mutex, Ordering};
 
 /// log2 of the pages in one slot.
@@ -130,8 +130,10 @@ impl<'a> DevicePrivateSpace<'a> {
     /// allocate. O(1) in the size of the pagemap.
     pub fn register(&self, pagemap: &'a DevicePagemap<'a>) -> Result<PagemapId, RegisterError> {
         let mut cursor = self.cursor.lock();
-        let mut alloc = pagemap.alloc.lock();
-        if alloc.registration.is_some() {
+        // The allocator lock orders registration against allocations, which read the
+        // registration under it.
+        let _alloc = pagemap.alloc.lock();
+        if pagemap.registration().is_some() {
             return Err(RegisterError::AlreadyRegistered);
         }
         let slot = (0..SLOTS)
@@ -141,7 +143,10 @@ impl<'a> DevicePrivateSpace<'a> {
         let s = &self.slots[slot];
         let generation = s.generation.load(Ordering::Relaxed).wrapping_add(1).max(1);
         s.generation.store(generation, Ordering::Relaxed);
-        alloc.registration = Some((slot, generation));
+        pagemap.registration.store(
+            Registration::encode(Some(Registration { slot, generation })),
+            Ordering::Release,
+        );
         s.pagemap
             .store(ptr::from_ref(pagemap).cast_mut(), Ordering::Release);
         *cursor = (slot + 1) % SLOTS;
@@ -160,13 +165,15 @@ impl<'a> DevicePrivateSpace<'a> {
         // SAFETY: non-null slot pointers are only ever stored by `register`, from a
         // `&'a DevicePagemap<'a>`, so the pagemap lives (unmoved) for `'a`.
         let pagemap: &'a DevicePagemap<'a> = unsafe { &*p };
-        let mut alloc = pagemap.alloc.lock();
+        let alloc = pagemap.alloc.lock();
         if alloc.allocated != 0 {
             return Err(UnregisterError::PagesInUse {
                 pages: alloc.allocated,
             });
         }
-        alloc.registration = None;
+        pagemap
+            .registration
+            .store(Registration::encode(None), Ordering::Release);
         s.pagemap.store(ptr::null_mut(), Ordering::Release);
         Ok(pagemap)
     }

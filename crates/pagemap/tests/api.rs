@@ -10,30 +10,23 @@ use devpriv_pte::{DeviceIndex, PageSize};
 #[derive(Default)]
 struct Recorder {
     freed: Mutex<Vec<(u64, PageSize)>>,
-    split: Mutex<Vec<u64>>,
-    faults: Mutex<Vec<u64>>,
+    /// `(head, new)` of every `folio_split` call.
+    split: Mutex<Vec<(u64, Option<u64>)>>,
 }
 
 impl PagemapOps for Recorder {
-    fn migrate_to_ram(&self, fault: &CpuFault<'_>) -> Result<(), FaultError> {
-        self.faults
-            .lock()
-            .unwrap()
-            .push(fault.page.index().number());
-        if fault.write {
-            Err(FaultError::BusError)
-        } else {
-            Ok(())
-        }
-    }
     fn folio_free(&self, folio: Folio<'_>) {
         self.freed
             .lock()
             .unwrap()
             .push((folio.index().number(), folio.size()));
     }
-    fn folio_split(&self, folio: Folio<'_>) {
-        self.split.lock().unwrap().push(folio.index().number());
+    fn folio_split(&self, head: Folio<'_>, new: Option<Folio<'_>>) {
+        assert_eq!(head.size(), PageSize::Size4KiB);
+        self.split
+            .lock()
+            .unwrap()
+            .push((head.index().number(), new.map(|f| f.index().number())));
     }
 }
 
@@ -51,6 +44,8 @@ fn metadata_is_sixteen_bytes_per_page() {
 fn handles_fit_in_two_registers() {
     assert_eq!(std::mem::size_of::<Page<'static>>(), 16);
     assert_eq!(std::mem::size_of::<Folio<'static>>(), 16);
+    assert_eq!(std::mem::size_of::<FolioRef<'static>>(), 16);
+    assert_eq!(std::mem::size_of::<LockedFolio<'static>>(), 16);
 }
 
 #[test]
@@ -206,7 +201,7 @@ fn unregister_refused_while_pages_are_allocated() {
     );
     // Still registered and usable.
     assert!(space.lookup(f.index()).is_ok());
-    f.put().unwrap();
+    drop(f);
     space.unregister(id).unwrap();
     assert_eq!(space.unregister(id).err(), Some(UnregisterError::StaleId));
 }
@@ -240,10 +235,8 @@ fn alloc_errors() {
         Some(AllocError::OutOfMemory)
     );
     assert_eq!(pm.free_pages(), 0);
-    big.put().unwrap();
-    for f in small {
-        f.put().unwrap();
-    }
+    drop(big);
+    drop(small);
     assert_eq!(pm.free_pages(), 600);
     assert_eq!(pm.whole_chunks(), 1);
 }
@@ -261,12 +254,12 @@ fn injected_failures() {
         Some(AllocError::Injected)
     );
     // 4 KiB allocations are not affected.
-    pm.alloc(PageSize::Size4KiB).unwrap().put().unwrap();
+    drop(pm.alloc(PageSize::Size4KiB).unwrap());
     assert_eq!(
         pm.alloc(PageSize::Size2MiB).err(),
         Some(AllocError::Injected)
     );
-    pm.alloc(PageSize::Size2MiB).unwrap().put().unwrap();
+    drop(pm.alloc(PageSize::Size2MiB).unwrap());
     pm.inject_alloc_failures(PageSize::Size4KiB, AllocFailures::Always);
     for _ in 0..3 {
         assert_eq!(
@@ -275,7 +268,7 @@ fn injected_failures() {
         );
     }
     pm.inject_alloc_failures(PageSize::Size4KiB, AllocFailures::Never);
-    pm.alloc(PageSize::Size4KiB).unwrap().put().unwrap();
+    drop(pm.alloc(PageSize::Size4KiB).unwrap());
 }
 
 #[test]
@@ -286,33 +279,55 @@ fn references_and_folio_free() {
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
     let f = pm.alloc(PageSize::Size4KiB).unwrap();
+    let view = f.folio();
     assert_eq!(f.refcount(), 1);
-    f.get().unwrap();
-    let g = space.lookup(f.index()).unwrap().try_get().unwrap();
-    assert_eq!(g, f);
-    assert_eq!(f.refcount(), 3);
-    f.put().unwrap();
-    f.put().unwrap();
+    let g = f.get().unwrap();
+    let h = space.lookup(f.index()).unwrap().try_get().unwrap();
+    assert_eq!(h.folio(), view);
+    assert_eq!(view.refcount(), 3);
+    drop(f);
+    drop(g);
     assert!(ops.freed.lock().unwrap().is_empty());
-    f.put().unwrap();
+    drop(h);
     assert_eq!(
         *ops.freed.lock().unwrap(),
-        vec![(f.index().number(), PageSize::Size4KiB)]
+        vec![(view.index().number(), PageSize::Size4KiB)]
     );
-    assert_eq!(f.refcount(), 0);
-    // Bad input after the free.
-    assert_eq!(f.put(), Err(FolioError::DoublePut));
-    assert_eq!(f.get(), Err(FolioError::NotAllocated));
-    assert_eq!(f.head().try_get(), Err(FolioError::NotAllocated));
-    assert_eq!(f.trylock(), Err(FolioError::NotAllocated));
-    assert_eq!(f.unlock(), Err(FolioError::NotAllocated));
-    assert_eq!(f.set_reverse_map(None), Err(FolioError::NotAllocated));
+    assert_eq!(view.refcount(), 0);
+    // No reference can be had after the free.
+    assert_eq!(
+        view.head().try_get().err(),
+        Some(FolioError::NotAllocated)
+    );
     // A never-allocated page is free too.
     assert_eq!(
-        pm.page(1000).unwrap().try_get(),
-        Err(FolioError::NotAllocated)
+        pm.page(1000).unwrap().try_get().err(),
+        Some(FolioError::NotAllocated)
     );
     assert_eq!(pm.allocated_pages(), 0);
+}
+
+#[test]
+fn a_reference_travels_through_raw_and_back() {
+    let ops = Recorder::default();
+    let meta = metadata(8);
+    let pm = DevicePagemap::new(8, Owner::new(1), &ops, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    // A page-table entry takes over the reference...
+    let raw = pm.alloc(PageSize::Size4KiB).unwrap().into_raw();
+    assert_eq!(raw.refcount(), 1);
+    // ...and a lock, too, can be held by bookkeeping instead of a handle.
+    let locked = raw.head().try_get().unwrap().trylock().unwrap().into_raw();
+    assert!(locked.is_locked());
+    assert_eq!(locked.refcount(), 2);
+    // SAFETY: `into_raw` above left one reference and the lock, owned by nothing else.
+    drop(unsafe { LockedFolio::from_raw(locked) });
+    assert!(!raw.is_locked());
+    assert!(ops.freed.lock().unwrap().is_empty());
+    // SAFETY: the first `into_raw` left this reference, owned by nothing else.
+    drop(unsafe { FolioRef::from_raw(raw) });
+    assert_eq!(ops.freed.lock().unwrap().len(), 1);
 }
 
 #[test]
@@ -323,16 +338,26 @@ fn locks() {
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
     let f = pm.alloc(PageSize::Size4KiB).unwrap();
-    assert_eq!(f.unlock(), Err(FolioError::NotLocked));
-    assert_eq!(f.trylock(), Ok(true));
-    assert!(f.is_locked());
-    assert_eq!(f.trylock(), Ok(false));
-    // The last reference of a locked folio cannot be put; it stays held.
-    assert_eq!(f.put(), Err(FolioError::FreeLocked));
-    assert_eq!(f.refcount(), 1);
-    f.unlock().unwrap();
-    assert_eq!(f.unlock(), Err(FolioError::NotLocked));
-    f.put().unwrap();
+    let other = f.get().unwrap();
+    let locked = f.trylock().unwrap();
+    assert!(locked.is_locked());
+    // The lock is held: a second trylock gives the reference back.
+    let other = other.trylock().unwrap_err();
+    assert_eq!(other.refcount(), 2);
+    // Dropping the other reference while the folio is locked does not free it.
+    drop(other);
+    assert_eq!(locked.refcount(), 1);
+    assert!(ops.freed.lock().unwrap().is_empty());
+    // Unlocking keeps the reference; the lock can be taken again.
+    let f = locked.unlock();
+    assert!(!f.is_locked());
+    let locked = f.trylock().unwrap();
+    // Dropping the locked handle unlocks and puts: the folio is free.
+    let view = locked.folio();
+    drop(locked);
+    assert!(!view.is_locked());
+    assert_eq!(view.refcount(), 0);
+    assert_eq!(ops.freed.lock().unwrap().len(), 1);
 }
 
 #[test]
@@ -345,37 +370,36 @@ fn large_folio_tails_resolve_to_the_head() {
     let f = pm.alloc(PageSize::Size2MiB).unwrap();
     assert_eq!(f.pages(), 512);
     assert_eq!(f.index().number() % 512, 0);
+    assert!(f.contains(DeviceIndex::new(f.index().number() + 511)));
+    assert!(!f.contains(DeviceIndex::new(f.index().number() + 512)));
+    let mut tails = Vec::new();
     for i in [1, 100, 511] {
         let page = space
             .lookup(DeviceIndex::new(f.index().number() + i))
             .unwrap();
-        assert_eq!(page.folio(), f);
+        assert_eq!(page.folio(), f.folio());
         let g = page.try_get().unwrap();
-        assert_eq!(g, f);
+        assert_eq!(g.folio(), f.folio());
+        tails.push(g);
     }
     assert_eq!(f.refcount(), 4);
     // A reference taken through a tail is put through the folio.
-    for _ in 0..3 {
-        f.put().unwrap();
-    }
-    f.put().unwrap();
+    drop(tails);
+    let view = f.folio();
+    drop(f);
     assert_eq!(
         *ops.freed.lock().unwrap(),
-        vec![(f.index().number(), PageSize::Size2MiB)]
+        vec![(view.index().number(), PageSize::Size2MiB)]
     );
     assert_eq!(
         space
-            .lookup(DeviceIndex::new(f.index().number() + 5))
+            .lookup(DeviceIndex::new(view.index().number() + 5))
             .unwrap()
-            .try_get(),
-        Err(FolioError::NotAllocated)
+            .try_get()
+            .err(),
+        Some(FolioError::NotAllocated)
     );
     assert_eq!(pm.whole_chunks(), 2);
-    // A handle of the wrong size is refused.
-    let small = pm.alloc(PageSize::Size4KiB).unwrap();
-    let wrong = pm.page(small.head().number()).unwrap().folio();
-    assert_eq!(wrong, small);
-    small.put().unwrap();
 }
 
 #[test]
@@ -385,55 +409,77 @@ fn split_and_merge() {
     let pm = DevicePagemap::new(512, Owner::new(1), &ops, &meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
-    let f = pm.alloc(PageSize::Size2MiB).unwrap();
+    let f = pm.alloc(PageSize::Size2MiB).unwrap().trylock().unwrap();
+    let head = f.index().number();
     let rmap = ReverseMap::new(AddressSpaceId::new(3).unwrap(), 0x4000).unwrap();
-    f.set_reverse_map(Some(rmap)).unwrap();
+    f.set_reverse_map(Some(rmap));
 
-    assert_eq!(
-        f.first_after_split().split(),
-        Err(FolioError::SplitNotLarge)
-    );
-    assert_eq!(f.split(), Err(FolioError::SplitNotLocked));
-    assert!(f.trylock().unwrap());
-    f.get().unwrap();
-    assert_eq!(f.split(), Err(FolioError::SplitBusy { refs: 2 }));
-    f.put().unwrap();
-    f.split().unwrap();
-    assert_eq!(*ops.split.lock().unwrap(), vec![f.index().number()]);
+    // A second reference makes the split busy; the handle comes back.
+    let extra = f.get().unwrap();
+    let e = f.split().unwrap_err();
+    assert_eq!(e.error, FolioError::SplitBusy { refs: 2 });
+    let f = e.folio;
+    drop(extra);
+    let parts = f.split().unwrap();
+    assert_eq!(parts.len(), 512);
+    assert_eq!(parts.head().index().number(), head);
+    // folio_split: once per new folio after the head, then once with none.
+    let calls = ops.split.lock().unwrap().clone();
+    assert_eq!(calls.len(), 512);
+    assert!(calls[..511]
+        .iter()
+        .enumerate()
+        .all(|(i, &c)| c == (head, Some(head + 1 + i as u64))));
+    assert_eq!(calls[511], (head, None));
     assert_eq!(pm.allocated_pages(), 512);
     assert_eq!(pm.whole_chunks(), 0);
-    for i in 0..512 {
-        let page = f.page(i).unwrap();
-        let g = page.folio();
+    let parts: Vec<LockedFolio<'_>> = parts.collect();
+    for (i, g) in parts.iter().enumerate() {
+        let page = pm.page(i as u64).unwrap();
         assert_eq!(g.size(), PageSize::Size4KiB);
         assert_eq!(g.head(), page);
         assert_eq!(g.refcount(), 1);
         assert!(g.is_locked());
-        assert_eq!(g.reverse_map(), rmap.offset(i));
+        assert_eq!(g.reverse_map(), rmap.offset(i as u64));
+        assert_eq!(page.folio(), g.folio());
     }
+    // A 4 KiB folio cannot be split.
+    let mut parts = parts;
+    let last = parts.pop().unwrap();
+    let e = last.split().unwrap_err();
+    assert_eq!(e.error, FolioError::SplitNotLarge);
     // Free all but one: the chunk is not whole.
-    for i in 0..511 {
-        let g = f.page(i).unwrap().folio();
-        g.unlock().unwrap();
-        g.put().unwrap();
-    }
+    drop(parts);
     assert_eq!(pm.whole_chunks(), 0);
     assert_eq!(
         pm.alloc(PageSize::Size2MiB).err(),
         Some(AllocError::OutOfMemory)
     );
     // 4 KiB allocations reuse the freed pages.
-    let again = pm.alloc(PageSize::Size4KiB).unwrap();
-    again.put().unwrap();
-    let last = f.page(511).unwrap().folio();
-    last.unlock().unwrap();
-    last.put().unwrap();
+    drop(pm.alloc(PageSize::Size4KiB).unwrap());
+    drop(e.folio);
     // All 512 free: whole again.
     assert_eq!(pm.whole_chunks(), 1);
     let whole = pm.alloc(PageSize::Size2MiB).unwrap();
-    assert_eq!(whole.index(), f.index());
+    assert_eq!(whole.index().number(), head);
     assert_eq!(whole.reverse_map(), None);
-    whole.put().unwrap();
+}
+
+#[test]
+fn dropping_a_split_iterator_releases_the_rest() {
+    let ops = Recorder::default();
+    let meta = metadata(512);
+    let pm = DevicePagemap::new(512, Owner::new(1), &ops, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    let mut parts = pm.alloc_locked(PageSize::Size2MiB).unwrap().split().unwrap();
+    let first = parts.next().unwrap();
+    drop(parts);
+    assert_eq!(pm.allocated_pages(), 1);
+    assert!(first.is_locked());
+    drop(first);
+    assert_eq!(pm.allocated_pages(), 0);
+    assert_eq!(ops.freed.lock().unwrap().len(), 512);
 }
 
 #[test]
@@ -447,15 +493,17 @@ fn reverse_map_and_driver_words() {
         .unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
-    let f = pm.alloc(PageSize::Size4KiB).unwrap();
+    let f = pm.alloc_locked(PageSize::Size4KiB).unwrap();
     assert_eq!(f.reverse_map(), None);
     let r = ReverseMap::new(
         AddressSpaceId::new(AddressSpaceId::MAX).unwrap(),
         ReverseMap::MAX_VIRTUAL_PAGE,
     )
     .unwrap();
-    f.set_reverse_map(Some(r)).unwrap();
+    f.set_reverse_map(Some(r));
     assert_eq!(f.reverse_map(), Some(r));
+    f.set_reverse_map(None);
+    assert_eq!(f.reverse_map(), None);
     assert_eq!(r.offset(1), None);
     f.head()
         .driver_word()
@@ -465,7 +513,7 @@ fn reverse_map_and_driver_words() {
         words[f.head().number() as usize].load(std::sync::atomic::Ordering::Relaxed),
         0xabc
     );
-    f.put().unwrap();
+    drop(f);
 
     assert_eq!(
         AddressSpaceId::new(AddressSpaceId::MAX + 1),
@@ -489,42 +537,12 @@ fn reverse_map_and_driver_words() {
 }
 
 #[test]
-fn migrate_to_ram_reaches_the_driver() {
-    let ops = Recorder::default();
-    let meta = metadata(4);
-    let pm = DevicePagemap::new(4, Owner::from_ptr(&ops), &ops, &meta).unwrap();
-    let space = DevicePrivateSpace::new();
-    space.register(&pm).unwrap();
-    let f = pm.alloc(PageSize::Size4KiB).unwrap();
-    let fault = CpuFault {
-        page: f.head(),
-        address_space: AddressSpaceId::new(1).unwrap(),
-        address: 0x7000,
-        write: false,
-    };
-    assert_eq!(pm.migrate_to_ram(&fault), Ok(()));
-    assert_eq!(
-        pm.migrate_to_ram(&CpuFault {
-            write: true,
-            ..fault
-        }),
-        Err(FaultError::BusError)
-    );
-    assert_eq!(ops.faults.lock().unwrap().len(), 2);
-    assert_eq!(pm.owner(), Owner::from_ptr(&ops));
-    f.put().unwrap();
-}
-
-#[test]
 fn a_static_space_works() {
     static SPACE: DevicePrivateSpace<'static> = DevicePrivateSpace::new();
     static OPS: Statics = Statics;
     static META: [PageMeta; 8] = [const { PageMeta::new() }; 8];
     struct Statics;
     impl PagemapOps for Statics {
-        fn migrate_to_ram(&self, _: &CpuFault<'_>) -> Result<(), FaultError> {
-            Ok(())
-        }
         fn folio_free(&self, _: Folio<'_>) {}
     }
     let pm: &'static DevicePagemap<'static> = Box::leak(Box::new(
@@ -533,7 +551,7 @@ fn a_static_space_works() {
     let id = SPACE.register(pm).unwrap();
     let f = pm.alloc(PageSize::Size4KiB).unwrap();
     assert_eq!(SPACE.lookup(f.index()).unwrap(), f.head());
-    f.put().unwrap();
+    drop(f);
     SPACE.unregister(id).unwrap();
 }
 
@@ -551,8 +569,7 @@ fn raw_zeroed_metadata() {
         let pm = DevicePagemap::new(4096, Owner::new(1), &ops, meta).unwrap();
         let space = DevicePrivateSpace::new();
         space.register(&pm).unwrap();
-        let f = pm.alloc(PageSize::Size2MiB).unwrap();
-        f.put().unwrap();
+        drop(pm.alloc(PageSize::Size2MiB).unwrap());
     }
     // SAFETY: allocated above with this layout; the slice is no longer used.
     unsafe { std::alloc::dealloc(raw.cast(), layout) };
@@ -566,7 +583,7 @@ fn allocated_zeroed_metadata() {
     let pm = DevicePagemap::new(1 << 20, Owner::new(1), &ops, &storage).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
-    pm.alloc(PageSize::Size2MiB).unwrap().put().unwrap();
+    drop(pm.alloc(PageSize::Size2MiB).unwrap());
 }
 
 #[test]
@@ -589,11 +606,11 @@ fn page_cache() {
     assert_eq!(cached.len(), PAGE_CACHE_CAPACITY / 2 - 1);
     assert_eq!(pm.allocated_pages(), PAGE_CACHE_CAPACITY as u64 / 2);
     for &p in &cached {
-        assert_eq!(pm.page(p).unwrap().try_get(), Err(FolioError::NotAllocated));
         assert_eq!(
-            pm.page(p).unwrap().folio().put(),
-            Err(FolioError::DoublePut)
+            pm.page(p).unwrap().try_get().err(),
+            Some(FolioError::NotAllocated)
         );
+        assert_eq!(pm.page(p).unwrap().folio().refcount(), 0);
     }
     // A chunk with cached pages is not whole, and the pagemap cannot go.
     assert_eq!(pm.whole_chunks(), 1);
@@ -602,24 +619,25 @@ fn page_cache() {
         Err(UnregisterError::PagesInUse { .. })
     ));
     // A put through the cache calls folio_free and keeps the page.
-    f.get().unwrap();
-    cache.put(f).unwrap();
+    let g = f.get().unwrap();
+    let page = f.head().number();
+    cache.put(g);
     assert!(ops.freed.lock().unwrap().is_empty());
-    cache.put(f).unwrap();
+    cache.put(f);
     assert_eq!(ops.freed.lock().unwrap().len(), 1);
-    assert_eq!(cache.put(f), Err(FolioError::DoublePut));
     assert_eq!(cache.len(), PAGE_CACHE_CAPACITY / 2);
+    assert_eq!(cache.cached().last(), Some(page));
     // Overflowing the cache hands a batch back to the allocator.
     let many: Vec<_> = (0..100)
         .map(|_| pm.alloc(PageSize::Size4KiB).unwrap())
         .collect();
     for g in many {
-        cache.put(g).unwrap();
+        cache.put(g);
         assert!(cache.len() <= PAGE_CACHE_CAPACITY);
     }
     // 2 MiB folios and other pagemaps' folios bypass the cache.
     let big = pm.alloc(PageSize::Size2MiB).unwrap();
-    cache.put(big).unwrap();
+    cache.put(big);
     assert_eq!(pm.whole_chunks(), 1);
     // Injected failures apply.
     pm.inject_alloc_failures(PageSize::Size4KiB, AllocFailures::Next(1));
@@ -630,7 +648,7 @@ fn page_cache() {
     assert_eq!(pm.whole_chunks(), 2);
     // Dropping a cache drains it too.
     let g = cache.alloc().unwrap();
-    cache.put(g).unwrap();
+    cache.put(g);
     drop(cache);
     assert_eq!(pm.allocated_pages(), 0);
     space.unregister(id).unwrap();
@@ -648,29 +666,28 @@ fn allocated_folios_walks_heads_only() {
     let small: Vec<_> = (0..3)
         .map(|_| pm.alloc(PageSize::Size4KiB).unwrap())
         .collect();
-    let split = pm.alloc(PageSize::Size2MiB).unwrap();
-    assert!(split.trylock().unwrap());
-    split.split().unwrap();
+    let split: Vec<LockedFolio<'_>> = pm
+        .alloc_locked(PageSize::Size2MiB)
+        .unwrap()
+        .split()
+        .unwrap()
+        .collect();
     let mut cache = PageCache::new(&pm);
     let cached = cache.alloc().unwrap();
-    let mut expected: Vec<Folio<'_>> = vec![large, cached];
-    expected.extend(&small);
-    expected.extend((0..512).map(|i| split.page(i).unwrap().folio()));
+    let mut expected: Vec<Folio<'_>> = vec![large.folio(), cached.folio()];
+    expected.extend(small.iter().map(|f| f.folio()));
+    expected.extend(split.iter().map(|f| f.folio()));
     expected.sort_by_key(|f| f.index());
     let walked: Vec<Folio<'_>> = pm.allocated_folios().collect();
     assert_eq!(walked, expected);
     // Freed folios and cached pages are not reported.
-    cached.put().unwrap();
-    large.put().unwrap();
+    cache.put(cached);
+    drop(large);
     let walked: Vec<Folio<'_>> = pm.allocated_folios().collect();
     assert_eq!(walked.len(), 3 + 512);
     assert!(walked.iter().all(|f| f.size() == PageSize::Size4KiB));
-    for f in walked {
-        if f.is_locked() {
-            f.unlock().unwrap();
-        }
-        f.put().unwrap();
-    }
+    drop(small);
+    drop(split);
     drop(cache);
     assert_eq!(pm.allocated_pages(), 0);
 }
@@ -687,10 +704,11 @@ fn alloc_locked_gives_a_locked_destination() {
         assert_eq!(f.size(), size);
         assert!(f.is_locked());
         assert_eq!(f.refcount(), 1);
-        assert_eq!(f.trylock(), Ok(false));
-        assert_eq!(f.put(), Err(FolioError::FreeLocked));
-        f.unlock().unwrap();
-        f.put().unwrap();
+        // Nobody else gets the lock.
+        let other = f.get().unwrap();
+        let other = other.trylock().unwrap_err();
+        drop(other);
+        drop(f);
     }
     assert_eq!(
         pm.alloc_locked(PageSize::Size1GiB).err(),
@@ -698,13 +716,27 @@ fn alloc_locked_gives_a_locked_destination() {
     );
     // A locked 2 MiB destination can be split straight away (the migration split path).
     let big = pm.alloc_locked(PageSize::Size2MiB).unwrap();
-    big.split().unwrap();
-    for i in 0..512 {
-        let g = big.page(i).unwrap().folio();
-        g.unlock().unwrap();
-        g.put().unwrap();
-    }
+    drop(big.split().unwrap());
     assert_eq!(pm.allocated_pages(), 0);
+}
+
+#[test]
+fn page_numbers_are_total() {
+    let ops = Recorder::default();
+    let meta = metadata(4);
+    let pm = DevicePagemap::new(4, Owner::new(1), &ops, &meta).unwrap();
+    assert!(matches!(pm.page(u64::MAX), Err(LookupError::Unknown { .. })));
+    let space = DevicePrivateSpace::new();
+    let id = space.register(&pm).unwrap();
+    for n in [4, 1 << 40, u64::MAX] {
+        assert_eq!(
+            pm.page(n),
+            Err(LookupError::Unknown {
+                index: DeviceIndex::new(id.base().number().saturating_add(n))
+            })
+        );
+    }
+    assert_eq!(pm.page(3).unwrap().number(), 3);
 }
 
 #[test]
@@ -716,18 +748,15 @@ fn callbacks_may_allocate_and_free() {
         nested: AtomicBool,
     }
     impl PagemapOps for Reentrant {
-        fn migrate_to_ram(&self, _: &CpuFault<'_>) -> Result<(), FaultError> {
-            Ok(())
-        }
         fn folio_free(&self, _: Folio<'_>) {
             if !self.nested.swap(true, Ordering::Relaxed) {
                 let pm = self.pagemap.get().unwrap();
-                pm.alloc(PageSize::Size4KiB).unwrap().put().unwrap();
+                drop(pm.alloc(PageSize::Size4KiB).unwrap());
             }
         }
-        fn folio_split(&self, _: Folio<'_>) {
+        fn folio_split(&self, _: Folio<'_>, _: Option<Folio<'_>>) {
             let pm = self.pagemap.get().unwrap();
-            pm.alloc(PageSize::Size4KiB).unwrap().put().unwrap();
+            drop(pm.alloc(PageSize::Size4KiB).unwrap());
         }
     }
     let ops: &'static Reentrant = Box::leak(Box::new(Reentrant {
@@ -741,14 +770,9 @@ fn callbacks_may_allocate_and_free() {
     ops.pagemap.set(pm).ok().unwrap();
     let space = DevicePrivateSpace::new();
     space.register(pm).unwrap();
-    pm.alloc(PageSize::Size4KiB).unwrap().put().unwrap();
+    drop(pm.alloc(PageSize::Size4KiB).unwrap());
     assert!(ops.nested.load(Ordering::Relaxed));
     let big = pm.alloc_locked(PageSize::Size2MiB).unwrap();
-    big.split().unwrap();
-    for i in 0..512 {
-        let g = big.page(i).unwrap().folio();
-        g.unlock().unwrap();
-        g.put().unwrap();
-    }
+    drop(big.split().unwrap());
     assert_eq!(pm.allocated_pages(), 0);
 }

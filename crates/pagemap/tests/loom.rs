@@ -12,9 +12,6 @@ use loom::thread;
 struct Counter(AtomicUsize);
 
 impl PagemapOps for Counter {
-    fn migrate_to_ram(&self, _: &CpuFault<'_>) -> Result<(), FaultError> {
-        Ok(())
-    }
     fn folio_free(&self, _: Folio<'_>) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
@@ -50,13 +47,14 @@ fn two_threads_put_the_last_references() {
     loom::model(|| {
         let fx = fixture(2);
         let f = fx.pagemap.alloc(PageSize::Size4KiB).unwrap();
-        f.get().unwrap();
-        let t = thread::spawn(move || f.put().unwrap());
-        f.put().unwrap();
+        let g = f.get().unwrap();
+        let view = f.folio();
+        let t = thread::spawn(move || drop(g));
+        drop(f);
         t.join().unwrap();
         assert_eq!(fx.freed(), 1);
         assert_eq!(fx.pagemap.allocated_pages(), 0);
-        assert_eq!(f.put(), Err(FolioError::DoublePut));
+        assert_eq!(view.refcount(), 0);
     });
 }
 
@@ -68,10 +66,11 @@ fn put_races_try_get() {
         let fx = fixture(2);
         let f = fx.pagemap.alloc(PageSize::Size4KiB).unwrap();
         let page = f.head();
+        let view = f.folio();
         let t = thread::spawn(move || match page.try_get() {
             Ok(g) => {
-                assert_eq!(g, f);
-                g.put().unwrap();
+                assert_eq!(g.folio(), view);
+                drop(g);
                 true
             }
             Err(e) => {
@@ -79,7 +78,7 @@ fn put_races_try_get() {
                 false
             }
         });
-        f.put().unwrap();
+        drop(f);
         t.join().unwrap();
         assert_eq!(fx.freed(), 1);
         assert_eq!(fx.pagemap.allocated_pages(), 0);
@@ -87,38 +86,24 @@ fn put_races_try_get() {
     });
 }
 
-/// One thread locks the folio and drops its reference while locked; the other puts the
-/// last reference, which is refused while the lock is held and succeeds after.
+/// One thread locks the folio, then unlocks and puts its reference; the other puts the
+/// other reference at any moment, even while the lock is held: the folio is freed
+/// exactly once, by whichever put is last, and never while locked.
 #[test]
 fn lock_races_free() {
     loom::model(|| {
         let fx = fixture(1);
         let f = fx.pagemap.alloc(PageSize::Size4KiB).unwrap();
-        f.get().unwrap();
+        let g = f.get().unwrap();
+        let view = f.folio();
         let t = thread::spawn(move || {
-            if f.trylock().unwrap() {
-                // Holding the lock, it is not the last reference... unless the other
-                // thread's put already went through, in which case this put must fail.
-                match f.put() {
-                    Ok(()) => f.unlock().unwrap(),
-                    Err(FolioError::FreeLocked) => {
-                        f.unlock().unwrap();
-                        f.put().unwrap();
-                    }
-                    Err(e) => panic!("{e:?}"),
-                }
-            } else {
-                unreachable!("no one else locks");
-            }
+            let locked = g.trylock().expect("no one else locks");
+            assert!(locked.refcount() >= 1);
+            drop(locked);
         });
-        loop {
-            match f.put() {
-                Ok(()) => break,
-                Err(FolioError::FreeLocked) => thread::yield_now(),
-                Err(e) => panic!("{e:?}"),
-            }
-        }
+        drop(f);
         t.join().unwrap();
+        assert!(!view.is_locked());
         assert_eq!(fx.freed(), 1);
         assert_eq!(fx.pagemap.allocated_pages(), 0);
     });
@@ -130,14 +115,14 @@ fn concurrent_alloc_and_free() {
     loom::model(|| {
         let fx = fixture(3);
         let pm = fx.pagemap;
-        let t = thread::spawn(move || pm.alloc(PageSize::Size4KiB).unwrap());
-        let f = pm.alloc(PageSize::Size4KiB).unwrap();
-        f.put().unwrap();
+        let t = thread::spawn(move || pm.alloc(PageSize::Size4KiB).unwrap().into_raw());
+        drop(pm.alloc(PageSize::Size4KiB).unwrap());
         let g = pm.alloc(PageSize::Size4KiB).unwrap();
         let theirs = t.join().unwrap();
         assert_ne!(theirs.head(), g.head());
-        theirs.put().unwrap();
-        g.put().unwrap();
+        // SAFETY: the other thread's `into_raw` left this reference to us alone.
+        drop(unsafe { FolioRef::from_raw(theirs) });
+        drop(g);
         assert_eq!(pm.allocated_pages(), 0);
         assert_eq!(fx.freed(), 3);
     });
@@ -156,32 +141,34 @@ fn split_races_try_get_on_a_tail() {
     builder.max_branches = 50_000;
     builder.check(|| {
         let fx = fixture(512);
-        let f = fx.pagemap.alloc(PageSize::Size2MiB).unwrap();
-        assert!(f.trylock().unwrap());
+        let f = fx.pagemap.alloc_locked(PageSize::Size2MiB).unwrap();
+        let view = f.folio();
         let tail = f.page(5).unwrap();
-        let t = thread::spawn(move || tail.try_get().ok());
+        let t = thread::spawn(move || tail.try_get().ok().map(FolioRef::into_raw));
         let split = f.split();
-        let got = t.join().unwrap();
+        // SAFETY: the other thread's `into_raw` left its reference to us alone.
+        let got = t.join().unwrap().map(|g| unsafe { FolioRef::from_raw(g) });
         match (split, got) {
-            (Err(FolioError::SplitBusy { refs: 2 }), Some(g)) => {
-                assert_eq!(g, f);
+            (
+                Err(SplitError {
+                    folio,
+                    error: FolioError::SplitBusy { refs: 2 },
+                }),
+                Some(g),
+            ) => {
+                assert_eq!(g.folio(), view);
                 SEEN[0].fetch_add(1, Relaxed);
-                g.put().unwrap();
-                f.unlock().unwrap();
-                f.put().unwrap();
+                drop(g);
+                drop(folio);
             }
-            (Ok(()), got) => {
+            (Ok(parts), got) => {
                 SEEN[if got.is_some() { 1 } else { 2 }].fetch_add(1, Relaxed);
                 if let Some(g) = got {
                     assert_eq!(g.head(), tail);
                     assert_eq!(g.size(), PageSize::Size4KiB);
-                    g.put().unwrap();
+                    drop(g);
                 }
-                for i in 0..512 {
-                    let small = f.page(i).unwrap().folio();
-                    small.unlock().unwrap();
-                    small.put().unwrap();
-                }
+                drop(parts);
             }
             other => panic!("{other:?}"),
         }
@@ -207,15 +194,14 @@ fn page_cache_races_the_allocator_on_a_chunk_header() {
         let first = pm.alloc(PageSize::Size4KiB).unwrap();
         assert_eq!(first.head().number(), 0);
         let t = thread::spawn(move || {
-            let f = pm.alloc(PageSize::Size4KiB).unwrap();
-            f.put().unwrap();
+            drop(pm.alloc(PageSize::Size4KiB).unwrap());
         });
         let mut cache = PageCache::new(pm);
-        cache.put(first).unwrap();
+        cache.put(first);
         let again = cache.alloc().unwrap();
         assert_eq!(again.head().number(), 0);
         t.join().unwrap();
-        cache.put(again).unwrap();
+        cache.put(again);
         drop(cache);
         assert_eq!(pm.allocated_pages(), 0);
         assert_eq!(pm.whole_chunks(), 1);

@@ -19,9 +19,6 @@ struct Recorder {
 }
 
 impl PagemapOps for Recorder {
-    fn migrate_to_ram(&self, _: &CpuFault<'_>) -> Result<(), FaultError> {
-        Ok(())
-    }
     fn folio_free(&self, folio: Folio<'_>) {
         self.freed
             .lock()
@@ -68,12 +65,25 @@ struct ModelFolio {
     locked: bool,
 }
 
+/// A handle the test owns: a reference, or a reference and the lock.
+enum Handle<'a> {
+    Ref(FolioRef<'a>),
+    Locked(LockedFolio<'a>),
+}
+
+impl<'a> Handle<'a> {
+    fn folio(&self) -> Folio<'a> {
+        match self {
+            Self::Ref(f) => f.folio(),
+            Self::Locked(f) => f.folio(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Model {
     /// Allocated folios by head page number.
     folios: BTreeMap<u64, ModelFolio>,
-    /// References the test holds, by head page number (one entry per reference).
-    held: Vec<u64>,
     fail_small: u32,
     fail_large: u32,
     /// Free pages held by the page cache.
@@ -112,7 +122,10 @@ fn check(pm: &DevicePagemap<'_>, model: &Model) {
     assert_eq!(pm.free_pages(), PAGES - model.allocated_pages() - cached);
     for &p in &model.cached {
         assert!(model.owner(p).is_none(), "a cached page is also a folio");
-        assert_eq!(pm.page(p).unwrap().try_get(), Err(FolioError::NotAllocated));
+        assert_eq!(
+            pm.page(p).unwrap().try_get().err(),
+            Some(FolioError::NotAllocated)
+        );
     }
     assert_eq!(pm.whole_chunks(), model.whole_chunks());
     for (&head, f) in &model.folios {
@@ -132,11 +145,13 @@ fn run(ops: Vec<Op>) {
     let id = space.register(&pm).unwrap();
     let mut model = Model::default();
     let mut cache = PageCache::new(&pm);
-    let folio_of = |head: u64, model: &Model| {
-        let large = model.folios[&head].large;
-        let f = pm.page(head).unwrap().folio();
-        assert_eq!(f.size() == PageSize::Size2MiB, large);
-        f
+    // The handles the test owns; the model counts them per folio.
+    let mut held: Vec<Handle<'_>> = Vec::new();
+    let head_of = |h: &Handle<'_>, model: &Model| {
+        let f = h.folio();
+        let head = f.head().number();
+        assert_eq!(f.size() == PageSize::Size2MiB, model.folios[&head].large);
+        head
     };
 
     for op in ops {
@@ -184,7 +199,7 @@ fn run(ops: Vec<Op>) {
                                 locked: false,
                             },
                         );
-                        model.held.push(head);
+                        held.push(Handle::Ref(f));
                     }
                     Err(e) => {
                         assert_eq!(e, AllocError::OutOfMemory);
@@ -192,32 +207,36 @@ fn run(ops: Vec<Op>) {
                     }
                 }
             }
-            Op::Put(k) | Op::CachePut(k) if !model.held.is_empty() => {
+            Op::Put(k) | Op::CachePut(k) if !held.is_empty() => {
                 let through_cache = matches!(op, Op::CachePut(_));
-                let k = k % model.held.len();
-                let head = model.held[k];
-                let f = folio_of(head, &model);
+                let k = k % held.len();
+                let handle = held.swap_remove(k);
+                let head = head_of(&handle, &model);
+                let f = handle.folio();
                 let mf = model.folios.get_mut(&head).unwrap();
                 let mf_large = mf.large;
-                if mf.refs == 1 && mf.locked {
-                    let result = if through_cache { cache.put(f) } else { f.put() };
-                    assert_eq!(result, Err(FolioError::FreeLocked));
-                    continue;
-                }
                 let freed_before = ops_impl.freed.lock().unwrap().len();
-                if through_cache {
-                    cache.put(f).unwrap();
-                } else {
-                    f.put().unwrap();
+                match handle {
+                    // A locked handle unlocks, then puts.
+                    Handle::Locked(l) => {
+                        mf.locked = false;
+                        if through_cache {
+                            cache.put(l.unlock());
+                        } else {
+                            drop(l);
+                        }
+                    }
+                    Handle::Ref(r) if through_cache => cache.put(r),
+                    Handle::Ref(r) => drop(r),
                 }
-                model.held.swap_remove(k);
                 mf.refs -= 1;
                 let freed = ops_impl.freed.lock().unwrap().clone();
                 if mf.refs == 0 {
                     assert_eq!(freed.len(), freed_before + 1);
                     assert_eq!(freed.last().unwrap().0, head);
                     model.folios.remove(&head);
-                    assert_eq!(f.put(), Err(FolioError::DoublePut));
+                    assert_eq!(f.refcount(), 0);
+                    assert_eq!(f.head().try_get().err(), Some(FolioError::NotAllocated));
                     if through_cache {
                         // A 4 KiB page went into the cache (which may have handed a
                         // batch back to the allocator to make room).
@@ -231,11 +250,15 @@ fn run(ops: Vec<Op>) {
                     assert_eq!(freed.len(), freed_before);
                 }
             }
-            Op::Get(k) if !model.held.is_empty() => {
-                let head = model.held[k % model.held.len()];
-                folio_of(head, &model).get().unwrap();
+            Op::Get(k) if !held.is_empty() => {
+                let handle = &held[k % held.len()];
+                let head = head_of(handle, &model);
+                let new = match handle {
+                    Handle::Ref(r) => r.get().unwrap(),
+                    Handle::Locked(l) => l.get().unwrap(),
+                };
                 model.folios.get_mut(&head).unwrap().refs += 1;
-                model.held.push(head);
+                held.push(Handle::Ref(new));
             }
             Op::TryGet(p) => {
                 let page = space
@@ -246,55 +269,79 @@ fn run(ops: Vec<Op>) {
                         let f = page.try_get().unwrap();
                         assert_eq!(f.head().number(), head);
                         model.folios.get_mut(&head).unwrap().refs += 1;
-                        model.held.push(head);
+                        held.push(Handle::Ref(f));
                     }
-                    None => assert_eq!(page.try_get(), Err(FolioError::NotAllocated)),
+                    None => assert_eq!(page.try_get().err(), Some(FolioError::NotAllocated)),
                 }
             }
-            Op::Lock(k) if !model.held.is_empty() => {
-                let head = model.held[k % model.held.len()];
-                let f = folio_of(head, &model);
+            Op::Lock(k) if !held.is_empty() => {
+                let k = k % held.len();
+                let head = head_of(&held[k], &model);
                 let mf = model.folios.get_mut(&head).unwrap();
-                assert_eq!(f.trylock(), Ok(!mf.locked));
-                mf.locked = true;
-            }
-            Op::Unlock(k) if !model.held.is_empty() => {
-                let head = model.held[k % model.held.len()];
-                let f = folio_of(head, &model);
-                let mf = model.folios.get_mut(&head).unwrap();
-                if mf.locked {
-                    f.unlock().unwrap();
-                    mf.locked = false;
-                } else {
-                    assert_eq!(f.unlock(), Err(FolioError::NotLocked));
+                if let Handle::Ref(_) = held[k] {
+                    let Handle::Ref(r) = held.swap_remove(k) else {
+                        unreachable!()
+                    };
+                    match r.trylock() {
+                        Ok(l) => {
+                            assert!(!mf.locked, "locked twice");
+                            mf.locked = true;
+                            held.push(Handle::Locked(l));
+                        }
+                        Err(r) => {
+                            assert!(mf.locked, "trylock failed on an unlocked folio");
+                            held.push(Handle::Ref(r));
+                        }
+                    }
                 }
             }
-            Op::Split(k) if !model.held.is_empty() => {
-                let head = model.held[k % model.held.len()];
-                let f = folio_of(head, &model);
-                let mf = model.folios[&head];
-                let expected = if !mf.large {
-                    Err(FolioError::SplitNotLarge)
-                } else if !mf.locked {
-                    Err(FolioError::SplitNotLocked)
-                } else if mf.refs != 1 {
-                    Err(FolioError::SplitBusy { refs: mf.refs })
-                } else {
-                    Ok(())
-                };
-                assert_eq!(f.split(), expected);
-                if expected.is_ok() {
-                    for p in head..head + 512 {
-                        model.folios.insert(
-                            p,
-                            ModelFolio {
-                                large: false,
-                                refs: 1,
-                                locked: true,
-                            },
-                        );
-                        if p != head {
-                            model.held.push(p);
+            Op::Unlock(k) if !held.is_empty() => {
+                let k = k % held.len();
+                if let Handle::Locked(_) = held[k] {
+                    let Handle::Locked(l) = held.swap_remove(k) else {
+                        unreachable!()
+                    };
+                    let head = l.head().number();
+                    held.push(Handle::Ref(l.unlock()));
+                    model.folios.get_mut(&head).unwrap().locked = false;
+                }
+            }
+            Op::Split(k) if !held.is_empty() => {
+                let k = k % held.len();
+                if let Handle::Locked(_) = held[k] {
+                    let Handle::Locked(l) = held.swap_remove(k) else {
+                        unreachable!()
+                    };
+                    let head = l.head().number();
+                    let mf = model.folios[&head];
+                    assert!(mf.locked);
+                    let expected = if !mf.large {
+                        Err(FolioError::SplitNotLarge)
+                    } else if mf.refs != 1 {
+                        Err(FolioError::SplitBusy { refs: mf.refs })
+                    } else {
+                        Ok(())
+                    };
+                    match l.split() {
+                        Ok(parts) => {
+                            assert_eq!(expected, Ok(()));
+                            for (i, part) in parts.enumerate() {
+                                assert_eq!(part.head().number(), head + i as u64);
+                                assert_eq!(part.size(), PageSize::Size4KiB);
+                                model.folios.insert(
+                                    head + i as u64,
+                                    ModelFolio {
+                                        large: false,
+                                        refs: 1,
+                                        locked: true,
+                                    },
+                                );
+                                held.push(Handle::Locked(part));
+                            }
+                        }
+                        Err(e) => {
+                            assert_eq!(Err(e.error), expected);
+                            held.push(Handle::Locked(e.folio));
                         }
                     }
                 }
@@ -322,7 +369,7 @@ fn run(ops: Vec<Op>) {
                                 locked: false,
                             },
                         );
-                        model.held.push(head);
+                        held.push(Handle::Ref(f));
                         model.cached = cache.cached().collect();
                         assert!(!model.cached.contains(&head));
                     }
@@ -359,14 +406,13 @@ fn run(ops: Vec<Op>) {
     model.cached.clear();
     pm.inject_alloc_failures(PageSize::Size4KiB, AllocFailures::Never);
     pm.inject_alloc_failures(PageSize::Size2MiB, AllocFailures::Never);
-    for head in std::mem::take(&mut model.held) {
-        let f = folio_of(head, &model);
+    for handle in held {
+        let head = head_of(&handle, &model);
         let mf = model.folios.get_mut(&head).unwrap();
-        if mf.locked {
-            f.unlock().unwrap();
+        if let Handle::Locked(_) = handle {
             mf.locked = false;
         }
-        f.put().unwrap();
+        drop(handle);
         mf.refs -= 1;
         if mf.refs == 0 {
             model.folios.remove(&head);
@@ -385,9 +431,8 @@ fn run(ops: Vec<Op>) {
         pm.alloc(PageSize::Size4KiB).err(),
         Some(AllocError::OutOfMemory)
     );
-    for f in large.into_iter().chain(small) {
-        f.put().unwrap();
-    }
+    drop(large);
+    drop(small);
     space.unregister(id).unwrap();
 }
 

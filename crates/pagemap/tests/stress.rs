@@ -10,9 +10,6 @@ use devpriv_pte::{DeviceIndex, PageSize};
 struct Counter(AtomicUsize);
 
 impl PagemapOps for Counter {
-    fn migrate_to_ram(&self, _: &CpuFault<'_>) -> Result<(), FaultError> {
-        Ok(())
-    }
     fn folio_free(&self, _: Folio<'_>) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
@@ -40,7 +37,7 @@ fn threads_hammer_one_pagemap() {
                     x ^= x << 17;
                     x
                 };
-                let mut held: Vec<Folio<'_>> = Vec::new();
+                let mut held: Vec<FolioRef<'_>> = Vec::new();
                 let mut cache = PageCache::new(pm);
                 for _ in 0..100_000 {
                     let r = rng();
@@ -59,25 +56,22 @@ fn threads_hammer_one_pagemap() {
                         3 => {
                             if let Ok(f) = pm.alloc(PageSize::Size2MiB) {
                                 allocations.fetch_add(1, Ordering::Relaxed);
-                                if r & 8 != 0 && f.trylock().unwrap() {
-                                    // Split it and keep a few of the pieces.
-                                    match f.split() {
-                                        Ok(()) => {
+                                if r & 8 != 0 {
+                                    // Lock it, split it and keep a few of the pieces.
+                                    let locked = f.trylock().expect("no one else locks it");
+                                    match locked.split() {
+                                        Ok(parts) => {
                                             allocations.fetch_add(511, Ordering::Relaxed);
-                                            for i in 0..512 {
-                                                let g = f.page(i).unwrap().folio();
-                                                g.unlock().unwrap();
+                                            for (i, g) in parts.enumerate() {
                                                 if i % 64 == 0 {
-                                                    held.push(g);
-                                                } else {
-                                                    g.put().unwrap();
+                                                    held.push(g.unlock());
                                                 }
                                             }
                                         }
-                                        Err(FolioError::SplitBusy { .. }) => {
-                                            f.unlock().unwrap();
-                                            held.push(f);
-                                        }
+                                        Err(SplitError {
+                                            folio,
+                                            error: FolioError::SplitBusy { .. },
+                                        }) => held.push(folio.unlock()),
                                         Err(e) => panic!("{e:?}"),
                                     }
                                 } else {
@@ -92,10 +86,8 @@ fn threads_hammer_one_pagemap() {
                                 .lookup(DeviceIndex::new(id.base().number() + p))
                                 .unwrap();
                             if let Ok(f) = page.try_get() {
-                                if f.trylock().unwrap() {
-                                    f.unlock().unwrap();
-                                }
-                                f.put().unwrap();
+                                // Lock and unlock it if no one holds the lock, then put.
+                                let _ = f.trylock();
                             }
                         }
                         _ => {
@@ -103,17 +95,15 @@ fn threads_hammer_one_pagemap() {
                                 let k = (r >> 8) as usize % held.len();
                                 let f = held.swap_remove(k);
                                 if r & 16 != 0 {
-                                    cache.put(f).unwrap();
+                                    cache.put(f);
                                 } else {
-                                    f.put().unwrap();
+                                    drop(f);
                                 }
                             }
                         }
                     }
                 }
-                for f in held {
-                    f.put().unwrap();
-                }
+                drop(held);
             });
         }
     });
