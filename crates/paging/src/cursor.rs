@@ -68,6 +68,16 @@ impl<F: PagingFormat> core::fmt::Debug for Slot<'_, F> {
 }
 
 impl<'a, F: PagingFormat> Slot<'a, F> {
+    pub(crate) fn new(va: u64, level: Level, raw: u64, cell: &'a AtomicU64) -> Self {
+        Self {
+            va,
+            level,
+            raw,
+            cell,
+            format: core::marker::PhantomData,
+        }
+    }
+
     /// The first virtual address the entry covers.
     pub const fn va(&self) -> u64 {
         self.va
@@ -239,13 +249,7 @@ impl<'a, F: PagingFormat, M: PhysMapper> Cursor<'a, F, M> {
             } else {
                 self.va = ee + 1;
             }
-            return Some(Slot {
-                va: es,
-                level,
-                raw,
-                cell,
-                format: core::marker::PhantomData,
-            });
+            return Some(Slot::new(es, level, raw, cell));
         }
     }
 

@@ -56,6 +56,13 @@ pub enum PagingError {
         /// The start of the table's span.
         va: u64,
     },
+    /// The entry at the level asked for is a table ([`PageTable::slot`](crate::PageTable::slot)).
+    IsTable {
+        /// The start of the table entry's span.
+        va: u64,
+        /// Its level.
+        level: Level,
+    },
     /// Another thread changed the entry first; nothing was written.
     Raced {
         /// The address.

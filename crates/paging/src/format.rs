@@ -31,6 +31,14 @@ pub trait PagingFormat: PteFormat {
     /// Whether replacing `old` by `new` in a live table needs break-before-make (write an
     /// invalid entry, invalidate, then write `new`). See [`crate::bbm`].
     fn needs_break_before_make(old: &Entry<Self>, new: &Entry<Self>) -> bool;
+
+    /// The address a table with `va_bits` bits of reach means by `va`, whose bits at
+    /// and above `va_bits` are zero: sign-extended on x86_64; unchanged (the TTBR0
+    /// half) on aarch64.
+    fn canonical(va: u64, va_bits: u32) -> u64 {
+        let _ = va_bits;
+        va
+    }
 }
 
 impl PagingFormat for X86_64 {
@@ -63,6 +71,12 @@ impl PagingFormat for X86_64 {
 
     fn needs_break_before_make(_old: &Entry<Self>, _new: &Entry<Self>) -> bool {
         false
+    }
+
+    #[inline]
+    fn canonical(va: u64, va_bits: u32) -> u64 {
+        let shift = 64 - va_bits;
+        ((va << shift) as i64 >> shift) as u64
     }
 }
 

@@ -96,3 +96,4 @@ pub use mapper::{OffsetMapper, PhysMapper, TableEntries};
 pub use split::{software_subentry, split_entry};
 pub use table::{PageTable, Translation};
 pub use tlb::{NoInvalidate, TlbInvalidate};
+pub use unmap::RemovedEntry;

@@ -4,11 +4,13 @@ use core::marker::PhantomData;
 
 use devpriv_pte::{Entry, Level, PageSize, Pfn};
 
+use crate::cursor::Slot;
 use crate::error::PagingError;
 use crate::format::PagingFormat;
 use crate::frames::FrameAllocator;
 use crate::mapper::{PhysMapper, TableEntries};
 use crate::sync::{AtomicU64, Ordering};
+use crate::unmap::{RemovedEntry, Report};
 
 /// A multi-level page table of format `F` whose table frames are reached through `M`.
 ///
@@ -153,24 +155,80 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// Frees every table frame (not the frames leaves point to) and consumes the table.
     ///
     /// The table must not be in use by any CPU (flush its translations first, or switch
-    /// to another root).
+    /// to another root). What the leaves and software entries pointed to is forgotten;
+    /// use [`destroy_with`](Self::destroy_with) to release it.
     pub fn destroy(self, alloc: &mut impl FrameAllocator) {
         self.free_subtree(self.root, self.root_level, alloc);
         alloc.free(self.root);
     }
 
+    /// As [`destroy`](Self::destroy), and hands every leaf and software entry to
+    /// `removed` first, with its virtual address (canonical on x86_64, in the lower half
+    /// on aarch64), so that what it pointed to can be released.
+    pub fn destroy_with(
+        self,
+        alloc: &mut impl FrameAllocator,
+        mut removed: impl FnMut(RemovedEntry<F>),
+    ) {
+        let mut report: Report<'_, F> = Some(&mut removed);
+        self.free_subtree_reporting(self.root, self.root_level, 0, alloc, &mut report);
+        alloc.free(self.root);
+    }
+
     /// Frees every table below `table` (at `level`), not `table` itself.
     pub(crate) fn free_subtree(&self, table: Pfn, level: Level, alloc: &mut impl FrameAllocator) {
+        self.free_subtree_reporting(table, level, 0, alloc, &mut None);
+    }
+
+    /// Frees every table below `table` (at `level`, covering addresses from `va`), not
+    /// `table` itself, reporting every leaf and software entry first when asked.
+    pub(crate) fn free_subtree_reporting(
+        &self,
+        table: Pfn,
+        level: Level,
+        va: u64,
+        alloc: &mut impl FrameAllocator,
+        report: &mut Report<'_, F>,
+    ) {
         let Some(lower) = level.next_lower() else {
+            if let Some(report) = report.as_deref_mut() {
+                self.report_entries(table, level, va, report);
+            }
             return;
         };
-        for entry in self.entries(table) {
-            if let Some(next) = F::table_pfn(entry.load(Ordering::Acquire), level) {
-                // A level-1 table holds no tables: no call to find nothing below it.
-                if lower != Level::L1 {
-                    self.free_subtree(next, lower, alloc);
+        let span = level.entry_span();
+        for (i, entry) in self.entries(table).iter().enumerate() {
+            let raw = entry.load(Ordering::Acquire);
+            let es = F::canonical(va.wrapping_add(i as u64 * span), self.va_bits());
+            if let Some(next) = F::table_pfn(raw, level) {
+                // A level-1 table holds no tables: no call to find nothing below it,
+                // unless its entries are to be reported.
+                if lower != Level::L1 || report.is_some() {
+                    self.free_subtree_reporting(next, lower, es, alloc, report);
                 }
                 alloc.free(next);
+            } else if let Some(report) = report.as_deref_mut()
+                && !is_absent::<F>(raw, level)
+            {
+                report(RemovedEntry::new(es, level, raw));
+            }
+        }
+    }
+
+    /// Reports the leaves and software entries of the level-1 `table` covering `va`.
+    fn report_entries(
+        &self,
+        table: Pfn,
+        level: Level,
+        va: u64,
+        report: &mut dyn FnMut(RemovedEntry<F>),
+    ) {
+        let span = level.entry_span();
+        for (i, entry) in self.entries(table).iter().enumerate() {
+            let raw = entry.load(Ordering::Acquire);
+            if !is_absent::<F>(raw, level) {
+                let es = F::canonical(va.wrapping_add(i as u64 * span), self.va_bits());
+                report(RemovedEntry::new(es, level, raw));
             }
         }
     }
@@ -362,6 +420,40 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                 level: found,
             }),
         }
+    }
+
+    /// The slot of the entry at `level` that maps `va`: one entry, read once, that can
+    /// be compare-exchanged ([`Slot::replace`]) — the direct form of a one-entry cursor,
+    /// for code that knows what it wrote there (a migration entry, say) and wants it
+    /// back.
+    ///
+    /// Fails like [`entry_at`](Self::entry_at) when the walk ends above `level`
+    /// ([`PagingError::NotMapped`], [`PagingError::PartialBlock`]) or the address or
+    /// level is out of reach ([`PagingError::OutOfRange`]), and with
+    /// [`PagingError::IsTable`] when the entry at `level` is a table: a slot holds a
+    /// leaf, a software entry or nothing.
+    pub fn slot(&self, va: u64, level: Level) -> Result<Slot<'_, F>, PagingError> {
+        self.check_va(va)?;
+        if level > self.root_level {
+            return Err(PagingError::OutOfRange { va });
+        }
+        let (table, found, raw) = self.walk_to(va, level);
+        let es = va & !(found.entry_span() - 1);
+        if found != level {
+            return Err(if is_absent::<F>(raw, found) {
+                PagingError::NotMapped { va }
+            } else {
+                PagingError::PartialBlock {
+                    va: es,
+                    level: found,
+                }
+            });
+        }
+        if F::table_pfn(raw, level).is_some() {
+            return Err(PagingError::IsTable { va: es, level });
+        }
+        let cell = self.entry(table, level.table_index(va));
+        Ok(Slot::new(es, level, raw, cell))
     }
 
     /// The lowest entry on the walk to `va` (a leaf, a software entry, or an absent

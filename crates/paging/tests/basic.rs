@@ -1374,3 +1374,261 @@ fn install_without_frames_x86_64() {
 fn install_without_frames_aarch64() {
     install_without_frames::<Aarch64>();
 }
+
+/// A TLB that remembers what was invalidated, in front of the software MMU.
+struct RecordingTlb<'a, 'm, F: PagingFormat> {
+    mmu: &'a Mmu<'m, F>,
+    pages: std::cell::RefCell<Vec<u64>>,
+    full: std::cell::Cell<u32>,
+}
+
+impl<'a, 'm, F: PagingFormat> RecordingTlb<'a, 'm, F> {
+    fn new(mmu: &'a Mmu<'m, F>) -> Self {
+        Self {
+            mmu,
+            pages: Default::default(),
+            full: Default::default(),
+        }
+    }
+
+    /// Whether the page or block at `va` (of `span` bytes) was invalidated.
+    fn invalidated(&self, va: u64, span: u64) -> bool {
+        self.full.get() > 0
+            || self
+                .pages
+                .borrow()
+                .iter()
+                .any(|&p| p.wrapping_sub(va) < span || va.wrapping_sub(p) < 4096)
+    }
+}
+
+impl<F: PagingFormat> devpriv_paging::TlbInvalidate for RecordingTlb<'_, '_, F> {
+    fn invalidate_page(&self, va: u64) {
+        self.pages.borrow_mut().push(va);
+        self.mmu.invalidate_page(va);
+    }
+    fn invalidate_all(&self) {
+        self.full.set(self.full.get() + 1);
+        self.mmu.invalidate_all();
+    }
+}
+
+/// `unmap_with` hands back every leaf and software entry it removes — single entries,
+/// whole subtrees beyond the eight kept inline, blocks — each after its translation was
+/// invalidated, and frees every emptied table.
+fn unmap_with_reports_every_removed_entry<F: PagingFormat>() {
+    let memory = Memory::new(128);
+    let mut w = world::<F>(&memory);
+    let mut alloc = &memory;
+    let mut expected = std::collections::BTreeMap::new();
+    // 12 whole level-1 tables of 4 KiB pages (more subtrees than unmap keeps inline).
+    w.table
+        .map_range_with_max(0, 0, 24 * MIB, rw::<F>(), PageSize::Size4KiB, &mut alloc)
+        .unwrap()
+        .ignore();
+    for va in (0..24 * MIB).step_by(4096) {
+        let raw = F::encode(
+            &Entry::Leaf {
+                pfn: Pfn::containing(va),
+                size: PageSize::Size4KiB,
+                attrs: rw::<F>(),
+            },
+            Level::L1,
+        )
+        .unwrap();
+        expected.insert(va, (Level::L1, raw));
+    }
+    // A 2 MiB block and a 2 MiB device-private entry.
+    w.table
+        .map(
+            24 * MIB,
+            Pfn::containing(64 * MIB),
+            PageSize::Size2MiB,
+            rw::<F>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .ignore();
+    let block = w.table.entry_at(24 * MIB, Level::L2).unwrap();
+    expected.insert(24 * MIB, (Level::L2, F::encode(&block, Level::L2).unwrap()));
+    let dp = device_private::<F>(0x400);
+    w.table
+        .install(26 * MIB, Level::L2, &dp, &mut alloc)
+        .unwrap()
+        .ignore();
+    expected.insert(26 * MIB, (Level::L2, F::encode(&dp, Level::L2).unwrap()));
+    // 40 single device-private entries in a partly covered table (more than a batch).
+    for i in 0..40u64 {
+        let va = 28 * MIB + i * 4096;
+        let e = device_private::<F>(0x1000 + i);
+        w.table.install(va, Level::L1, &e, &mut alloc).unwrap().ignore();
+        expected.insert(va, (Level::L1, F::encode(&e, Level::L1).unwrap()));
+    }
+    let keep = 28 * MIB + 40 * 4096;
+    w.table
+        .install(keep, Level::L1, &device_private::<F>(0x9999), &mut alloc)
+        .unwrap()
+        .ignore();
+    // Fill the TLB with translations that must be gone before their entry is handed back.
+    for va in (0..26 * MIB).step_by(MIB as usize / 2) {
+        assert!(w.mmu.access(va, Access::Write).is_ok());
+    }
+    let tlb = RecordingTlb::new(&w.mmu);
+    let mut reported = std::collections::BTreeMap::new();
+    w.table
+        .unmap_with(0, keep, &mut alloc, &tlb, |removed| {
+            let span = removed.level().entry_span();
+            if F::is_valid(removed.raw(), removed.level()) {
+                assert!(
+                    tlb.invalidated(removed.va(), span),
+                    "{removed:?} handed back before its invalidation"
+                );
+            }
+            assert!(removed.entry().is_ok());
+            let old = reported.insert(removed.va(), (removed.level(), removed.raw()));
+            assert!(old.is_none(), "{removed:?} handed back twice");
+        })
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(reported, expected);
+    // The entry past the range stays, with the one table that holds it.
+    assert!(matches!(
+        w.table.lookup(keep),
+        Ok((Level::L1, Entry::Software(_)))
+    ));
+    assert_eq!(memory.live_frames(), root_level::<F>().number() as usize);
+    w.table
+        .unmap(keep, 4096, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    w.finish();
+}
+
+#[test]
+fn unmap_with_reports_every_removed_entry_x86_64() {
+    unmap_with_reports_every_removed_entry::<X86_64>();
+}
+
+#[test]
+fn unmap_with_reports_every_removed_entry_aarch64() {
+    unmap_with_reports_every_removed_entry::<Aarch64>();
+}
+
+/// `destroy_with` hands back every leaf and software entry, with canonical addresses.
+fn destroy_with_reports_every_entry<F: PagingFormat>(high: u64) {
+    let memory = Memory::new(32);
+    let w = world::<F>(&memory);
+    let mut alloc = &memory;
+    let mut expected = std::collections::BTreeSet::new();
+    for (va, level) in [
+        (0x1000, Level::L1),
+        (high, Level::L1),
+        (high + 4 * MIB, Level::L2),
+        (GIB, Level::L2),
+    ] {
+        let e = device_private::<F>((va >> 12) & 0xff_ffff);
+        w.table.install(va, level, &e, &mut alloc).unwrap().ignore();
+        expected.insert((va, level, F::encode(&e, level).unwrap()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    w.table.destroy_with(&mut alloc, |r| {
+        assert!(seen.insert((r.va(), r.level(), r.raw())));
+    });
+    assert_eq!(seen, expected);
+    assert_eq!(memory.live_frames(), 0);
+}
+
+#[test]
+fn destroy_with_reports_every_entry_x86_64() {
+    // The top of the canonical upper half.
+    destroy_with_reports_every_entry::<X86_64>(0xffff_ffff_ff00_0000);
+}
+
+#[test]
+fn destroy_with_reports_every_entry_aarch64() {
+    destroy_with_reports_every_entry::<Aarch64>(0x7f_ff00_0000);
+}
+
+/// `slot` reads the one entry at a level and replaces it by compare-exchange.
+fn slot_by_address<F: PagingFormat>() {
+    let memory = Memory::new(16);
+    let w = world::<F>(&memory);
+    let mut alloc = &memory;
+    let dp = device_private::<F>(7);
+    w.table
+        .install(0x20_3000, Level::L1, &dp, &mut alloc)
+        .unwrap()
+        .ignore();
+    let mut slot = w.table.slot(0x20_3abc, Level::L1).unwrap();
+    assert_eq!(slot.va(), 0x20_3000);
+    assert_eq!(slot.level(), Level::L1);
+    assert_eq!(slot.entry(), Ok(dp));
+    let migration = Entry::Software(SoftwareEntry::new(SoftwareKind::DeviceMigration {
+        access: MigrationAccess::Write,
+        index: DeviceIndex::new(7),
+        young: false,
+        dirty: false,
+    }));
+    slot.replace(&migration).unwrap().flush(&w.mmu);
+    assert_eq!(w.table.lookup(0x20_3000).unwrap().1, migration);
+    // A stale slot loses the compare-exchange.
+    let mut stale = w.table.slot(0x20_3000, Level::L1).unwrap();
+    w.table
+        .slot(0x20_3000, Level::L1)
+        .unwrap()
+        .replace(&Entry::Absent)
+        .unwrap()
+        .ignore();
+    assert!(matches!(
+        stale.replace(&dp),
+        Err(ReplaceError::Raced { current: 0 })
+    ));
+    // An empty slot under an existing table is a slot; above it, it is not.
+    assert_eq!(
+        w.table.slot(0x20_4000, Level::L1).unwrap().entry(),
+        Ok(Entry::Absent)
+    );
+    assert_eq!(
+        w.table.slot(0x40_0000, Level::L1).err(),
+        Some(PagingError::NotMapped { va: 0x40_0000 })
+    );
+    assert_eq!(
+        w.table.slot(0x20_0000, Level::L2).err(),
+        Some(PagingError::IsTable {
+            va: 0x20_0000,
+            level: Level::L2
+        })
+    );
+    w.table
+        .install(0x60_0000, Level::L2, &dp, &mut alloc)
+        .unwrap()
+        .ignore();
+    assert_eq!(
+        w.table.slot(0x60_1000, Level::L1).err(),
+        Some(PagingError::PartialBlock {
+            va: 0x60_0000,
+            level: Level::L2
+        })
+    );
+    assert!(matches!(
+        w.table.slot(1 << 60, Level::L1),
+        Err(PagingError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        w.table.slot(0, Level::L5),
+        Err(PagingError::OutOfRange { .. })
+    ));
+    let mut alloc = &memory;
+    w.table.destroy(&mut alloc);
+    assert_eq!(memory.live_frames(), 0);
+}
+
+#[test]
+fn slot_by_address_x86_64() {
+    slot_by_address::<X86_64>();
+}
+
+#[test]
+fn slot_by_address_aarch64() {
+    slot_by_address::<Aarch64>();
+}
