@@ -1,0 +1,386 @@
+//! Collection (Linux's `migrate_vma_collect` and `migrate_vma_unmap`): walk the range,
+//! lock what can move, replace its entries by migration entries, flush once, then put
+//! back what turns out to be pinned.
+
+use devpriv_pagemap::LockedFolio;
+use devpriv_paging::{Cursor, FlushBatch, PageTable, ReplaceError, Slot};
+use devpriv_pte::{
+    DeviceAccess, DeviceIndex, Entry, LeafAttributes, Level, PageSize, Pfn, SideBits,
+    SoftwareEntry, SoftwareKind,
+};
+
+use super::split::{BUSY_RETRIES, split_device};
+use super::{Inner, Scope, SetupError};
+use crate::address_space::AddressSpace;
+use crate::address_space::entries::{access_of_device, access_of_leaf};
+use crate::notifier::InvalidateEvent;
+use crate::platform::{Platform, SystemMemory, Vma};
+use crate::sync::spin_wait;
+use crate::words::{MigratePfn, PageTarget, Select};
+
+type Table<P> = PageTable<<P as Platform>::Format, <P as Platform>::Mapper>;
+
+/// What one walk of the range works with.
+struct Walk<'t, 'm, 'a, P: Platform> {
+    space: &'m AddressSpace<'a, P>,
+    table: &'t Table<P>,
+    start: u64,
+    end: u64,
+    vma: Vma,
+    select: Select,
+    batch: FlushBatch,
+}
+
+impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
+    /// Collects `[start, end)` of the range scope.
+    pub(super) fn collect_range(
+        &mut self,
+        start: u64,
+        end: u64,
+        select: Select,
+    ) -> Result<(), SetupError> {
+        let Scope::Range { space, vma, .. } = self.scope else {
+            unreachable!("collect_range on an eviction");
+        };
+        let table = space.table();
+        let mut cursor = table.cursor(start, end - start)?;
+        let window = space.invalidate(start, end, InvalidateEvent::Migrate, self.owner);
+        let mut walk = Walk {
+            space,
+            table: &table,
+            start,
+            end,
+            vma,
+            select,
+            batch: FlushBatch::new(),
+        };
+        while let Some(slot) = cursor.next_slot() {
+            self.collect_slot(&mut walk, &mut cursor, slot);
+        }
+        // One flush for everything that was present.
+        core::mem::take(&mut walk.batch).finish(space.tlb());
+        self.put_back_pinned(space, &table, start);
+        drop(window);
+        Ok(())
+    }
+
+    /// The word index of address `va`.
+    fn word(start: u64, va: u64) -> usize {
+        ((va - start) >> 12) as usize
+    }
+
+    fn collect_slot<'t>(
+        &mut self,
+        walk: &mut Walk<'t, 'm, 'a, P>,
+        cursor: &mut Cursor<'t, P::Format, P::Mapper>,
+        slot: Slot<'t, P::Format>,
+    ) {
+        let level = slot.level();
+        let es = slot.va();
+        let last = es.wrapping_add(slot.span() - 1);
+        let cs = es.max(walk.start);
+        let cl = last.min(walk.end - 1);
+        // The entry lies wholly in the range.
+        let whole = es >= walk.start && last < walk.end;
+        let compound = walk.select.contains(Select::COMPOUND);
+        match slot.entry() {
+            // A corrupt entry is not the migration's to touch: skipped.
+            Err(_) | Ok(Entry::Table { .. }) => {}
+            Ok(Entry::Absent) => {
+                if walk.vma.anonymous {
+                    self.holes(walk.start, cs, cl, compound && level >= Level::L2);
+                }
+            }
+            Ok(Entry::Leaf { pfn, size, attrs }) => {
+                if !walk.select.contains(Select::SYSTEM) {
+                    return;
+                }
+                if size == PageSize::Size4KiB && Some(pfn) == self.system.zero_page() {
+                    if walk.vma.anonymous {
+                        self.src[Self::word(walk.start, cs)] = MigratePfn::hole();
+                    }
+                    return;
+                }
+                if size == PageSize::Size1GiB || !walk.vma.matches(&attrs) {
+                    return;
+                }
+                if size == PageSize::Size2MiB && !(compound && whole) {
+                    self.split_mapping(walk, cursor, &slot, pfn);
+                    return;
+                }
+                self.collect_system(walk, cursor, slot, pfn, size, attrs);
+            }
+            Ok(Entry::Software(sw)) => {
+                let SoftwareKind::DevicePrivate { access, index } = sw.kind else {
+                    return;
+                };
+                if !walk.select.contains(Select::DEVICE_PRIVATE) {
+                    return;
+                }
+                let Ok(page) = self.devices.lookup(index) else {
+                    return;
+                };
+                if Some(page.pagemap().owner()) != self.owner {
+                    return;
+                }
+                let Some(size) = level.leaf_size() else {
+                    return;
+                };
+                let Some(folio) = self.lock_device(page.folio()) else {
+                    return;
+                };
+                if folio.size() != size || folio.index() != index {
+                    // Entries map whole folios; anything else is not ours to move.
+                    self.release_device(folio, Some(es));
+                    return;
+                }
+                let entry = device_migration_entry(access, index, sw.side);
+                let mut slot = slot;
+                match slot.replace(&entry) {
+                    Ok(flush) => flush.ignore(), // a software entry was never cached
+                    Err(ReplaceError::Raced { .. }) => {
+                        self.release_device(folio, Some(es));
+                        cursor.rewind(&slot);
+                        return;
+                    }
+                    Err(_) => {
+                        self.release_device(folio, Some(es));
+                        return;
+                    }
+                }
+                Self::drop_entry_reference(folio.folio());
+                if size == PageSize::Size2MiB && !(compound && whole) {
+                    self.split_device_collect(walk, es, folio, access, index, sw.side);
+                    return;
+                }
+                let mut word = MigratePfn::device(index).with(MigratePfn::MIGRATE);
+                if access == DeviceAccess::Write {
+                    word = word.with(MigratePfn::WRITE);
+                }
+                if size == PageSize::Size2MiB {
+                    word = word.with(MigratePfn::COMPOUND);
+                }
+                self.src[Self::word(walk.start, es)] = word;
+                let _ = folio.into_raw();
+            }
+        }
+    }
+
+    /// Marks `[cs, cl]` as holes: 2 MiB ones where `compound` and a whole aligned
+    /// 2 MiB fits.
+    fn holes(&mut self, start: u64, cs: u64, cl: u64, compound: bool) {
+        let mut va = cs;
+        while va <= cl {
+            let i = Self::word(start, va);
+            let chunk_last = va.wrapping_add((1 << 21) - 1);
+            if compound && va & ((1 << 21) - 1) == 0 && chunk_last <= cl && chunk_last > va {
+                self.src[i] = MigratePfn::hole().with(MigratePfn::COMPOUND);
+                va = chunk_last.wrapping_add(1);
+            } else {
+                self.src[i] = MigratePfn::hole();
+                va += 1 << 12;
+            }
+            if va == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Splits a present 2 MiB mapping of system memory (and the frame behind it) so
+    /// that its pages are collected one by one.
+    fn split_mapping<'t>(
+        &mut self,
+        walk: &mut Walk<'t, 'm, 'a, P>,
+        cursor: &mut Cursor<'t, P::Format, P::Mapper>,
+        slot: &Slot<'t, P::Format>,
+        pfn: Pfn,
+    ) {
+        if !self.system.try_lock(pfn) {
+            return;
+        }
+        match cursor.split(slot, &mut walk.space.table_frames(), walk.space.tlb()) {
+            Ok(flush) => {
+                walk.batch.add(flush);
+                self.system.split(pfn);
+                for k in 0..512 {
+                    self.system.unlock(Pfn::new(pfn.number() + k));
+                }
+            }
+            Err(_) => self.system.unlock(pfn),
+        }
+    }
+
+    /// Collects one present system page (4 KiB, or 2 MiB whole).
+    fn collect_system<'t>(
+        &mut self,
+        walk: &mut Walk<'t, 'm, 'a, P>,
+        cursor: &mut Cursor<'t, P::Format, P::Mapper>,
+        mut slot: Slot<'t, P::Format>,
+        pfn: Pfn,
+        size: PageSize,
+        attrs: <P::Format as devpriv_pte::PteFormat>::LeafAttributes,
+    ) {
+        if !self.system.try_lock(pfn) {
+            return;
+        }
+        let p = attrs.property();
+        let entry = Entry::Software(SoftwareEntry::new(SoftwareKind::Migration {
+            access: access_of_leaf(p.writable),
+            pfn,
+            young: p.accessed,
+            dirty: p.dirty,
+        }));
+        match slot.replace(&entry) {
+            Ok(flush) => {
+                walk.batch.add(flush);
+                let mut word = MigratePfn::system(pfn).with(MigratePfn::MIGRATE);
+                if p.writable {
+                    word = word.with(MigratePfn::WRITE);
+                }
+                if size == PageSize::Size2MiB {
+                    word = word.with(MigratePfn::COMPOUND);
+                }
+                self.src[Self::word(walk.start, slot.va())] = word;
+            }
+            Err(ReplaceError::Raced { .. }) => {
+                // The hardware set accessed or dirty meanwhile: look again.
+                self.system.unlock(pfn);
+                cursor.rewind(&slot);
+            }
+            Err(_) => self.system.unlock(pfn),
+        }
+    }
+
+    /// The device folio `view`, referenced and try-locked (or the fault page's, whose
+    /// lock the fault path already holds).
+    pub(crate) fn lock_device(&mut self, view: devpriv_pagemap::Folio<'a>) -> Option<LockedFolio<'a>> {
+        if let Some(folio) = self.take_fault_folio(view) {
+            return Some(folio);
+        }
+        view.head().try_get().ok()?.trylock().ok()
+    }
+
+    /// A 2 MiB device folio whose entry (now a migration entry, its reference adopted)
+    /// only partly lies in the range: splits both and keeps the pages in the range;
+    /// the others get their device-private entries back.
+    fn split_device_collect(
+        &mut self,
+        walk: &mut Walk<'_, 'm, 'a, P>,
+        es: u64,
+        folio: LockedFolio<'a>,
+        access: DeviceAccess,
+        index: DeviceIndex,
+        side: SideBits,
+    ) {
+        let parts = match split_device(walk.space, walk.table, es, folio) {
+            Ok(parts) => parts,
+            Err(folio) => {
+                // Put the 2 MiB entry back; the range's pages are not collected.
+                self.restore_device_entry(walk.table, es, Level::L2, access, index, side, folio);
+                return;
+            }
+        };
+        for (k, piece) in parts.enumerate() {
+            let va = es + ((k as u64) << 12);
+            let piece_index = DeviceIndex::new(index.number() + k as u64);
+            if (walk.start..walk.end).contains(&va) {
+                let mut word = MigratePfn::device(piece_index).with(MigratePfn::MIGRATE);
+                if access == DeviceAccess::Write {
+                    word = word.with(MigratePfn::WRITE);
+                }
+                self.src[Self::word(walk.start, va)] = word;
+                let _ = piece.into_raw();
+            } else {
+                self.restore_device_entry(walk.table, va, Level::L1, access, piece_index, side, piece);
+            }
+        }
+    }
+
+    /// Puts back the device-private entry at `va` that a migration entry replaced, and
+    /// gives it `folio`'s reference.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn restore_device_entry(
+        &mut self,
+        table: &Table<P>,
+        va: u64,
+        level: Level,
+        access: DeviceAccess,
+        index: DeviceIndex,
+        side: SideBits,
+        folio: LockedFolio<'a>,
+    ) {
+        let entry = Entry::Software(SoftwareEntry {
+            kind: SoftwareKind::DevicePrivate { access, index },
+            side,
+        });
+        let restored = table
+            .slot(va, level)
+            .ok()
+            .filter(|slot| {
+                matches!(slot.entry(), Ok(Entry::Software(SoftwareEntry {
+                    kind: SoftwareKind::DeviceMigration { index: i, .. },
+                    ..
+                })) if i == index)
+            })
+            .is_some_and(|mut slot| slot.replace(&entry).is_ok());
+        if restored {
+            self.give_to_entry(folio, Some(va));
+        } else {
+            // The entry is gone (unmapped): nothing maps the folio any more.
+            self.release_device(folio, Some(va));
+        }
+    }
+
+    /// After the flush: a collected page that something else holds (a pinned system
+    /// frame, a device folio with another reference) cannot move; its entry is put back
+    /// and its word cleared (Linux's `migrate_vma_check_page`).
+    fn put_back_pinned(&mut self, space: &'m AddressSpace<'a, P>, table: &Table<P>, start: u64) {
+        for i in 0..self.src.len() {
+            let w = self.src[i];
+            if !(w.is_valid() && w.is_migrating()) {
+                continue;
+            }
+            let pinned = match w.target() {
+                Some(PageTarget::System(pfn)) => self.system.is_pinned(pfn, w.size()),
+                Some(PageTarget::Device(index)) => !self.settles(index),
+                None => false,
+            };
+            if pinned {
+                self.src[i] = w.without(MigratePfn::MIGRATE);
+                let va = start + ((i as u64) << 12);
+                self.end_page(i, Some((space, table, va)));
+                self.src[i] = MigratePfn::EMPTY;
+            }
+        }
+    }
+
+    /// Whether the held folio `index` has no reference but the migration's, once
+    /// transient ones (another CPU's failing `try_get` + try-lock) are gone.
+    pub(crate) fn settles(&self, index: DeviceIndex) -> bool {
+        let view = self.held_view(index);
+        for _ in 0..BUSY_RETRIES {
+            if view.refcount() == 1 {
+                return true;
+            }
+            spin_wait();
+        }
+        view.refcount() == 1
+    }
+}
+
+/// The device-private migration entry that remembers a device-private entry.
+pub(crate) fn device_migration_entry<F: devpriv_pte::PteFormat>(
+    access: DeviceAccess,
+    index: DeviceIndex,
+    side: SideBits,
+) -> Entry<F> {
+    Entry::Software(SoftwareEntry {
+        kind: SoftwareKind::DeviceMigration {
+            access: access_of_device(access, side.exclusive),
+            index,
+            young: false,
+            dirty: false,
+        },
+        side,
+    })
+}
