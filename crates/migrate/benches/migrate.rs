@@ -1,1 +1,2 @@
+//! Placeholder until the migration benchmarks land.
 fn main() {}

@@ -26,10 +26,10 @@
 use core::fmt;
 use core::ops::{Deref, DerefMut};
 
+use devpriv_pagemap::{AddressSpaceId, FolioRef, Owner, ReverseMap};
 use devpriv_paging::{
     FrameAllocator, OutOfFrames, PageTable, PagingError, PagingFormat, RemovedEntry,
 };
-use devpriv_pagemap::{AddressSpaceId, FolioRef, Owner, ReverseMap};
 use devpriv_pte::{
     DeviceAccess, Entry, LeafAttributes, MigrationAccess, PageSize, Pfn, SoftwareEntry,
     SoftwareKind,
@@ -37,8 +37,7 @@ use devpriv_pte::{
 
 use crate::devices::DeviceMemory;
 use crate::notifier::{
-    InvalidateEvent, IntervalNotifier, InvalidationWindow, NotifierError, Notifiers,
-    SubscriptionId,
+    IntervalNotifier, InvalidateEvent, InvalidationWindow, NotifierError, Notifiers, SubscriptionId,
 };
 use crate::platform::{Platform, Vma, Vmas};
 use crate::sync::{Mutex, ReadGuard, RwLock, WriteGuard};
@@ -208,12 +207,9 @@ impl<'a, P: Platform> AddressSpace<'a, P> {
         mut removed: impl FnMut(RemovedEntry<P::Format>),
     ) -> Result<(), AddressSpaceError> {
         let mut table = self.table.write();
-        let _window = self.notifiers.invalidate(
-            va,
-            va.saturating_add(len),
-            InvalidateEvent::Unmap,
-            None,
-        );
+        let _window =
+            self.notifiers
+                .invalidate(va, va.saturating_add(len), InvalidateEvent::Unmap, None);
         table
             .unmap_with(va, len, &mut self.table_frames(), &self.tlb, |entry| {
                 release_removed(self.devices, entry, &mut removed)
@@ -232,12 +228,9 @@ impl<'a, P: Platform> AddressSpace<'a, P> {
     /// read-only. The range must not cut through a 2 MiB entry.
     pub fn protect(&self, va: u64, len: u64, writable: bool) -> Result<(), AddressSpaceError> {
         let table = self.table.write();
-        let _window = self.notifiers.invalidate(
-            va,
-            va.saturating_add(len),
-            InvalidateEvent::Protect,
-            None,
-        );
+        let _window =
+            self.notifiers
+                .invalidate(va, va.saturating_add(len), InvalidateEvent::Protect, None);
         let flush = table.protect(
             va,
             len,

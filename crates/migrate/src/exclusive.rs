@@ -105,8 +105,8 @@ impl<P: Platform> fmt::Debug for ExclusivePage<'_, P> {
 /// devices notified (event [`Exclusive`](InvalidateEvent::Exclusive), `owner`), and its
 /// entry replaced by a device-exclusive entry that still counts as the page's mapping.
 /// The page comes back locked in an [`ExclusivePage`].
-pub fn make_device_exclusive<'s, 'a, P: Platform>(
-    space: &'s AddressSpace<'a, P>,
+pub fn make_device_exclusive<'a, P: Platform>(
+    space: &AddressSpace<'a, P>,
     va: u64,
     owner: Owner,
     fault_in: &mut dyn FnMut(u64, bool) -> bool,
@@ -134,7 +134,8 @@ pub fn make_device_exclusive<'s, 'a, P: Platform>(
                 if !system.try_lock(pfn) {
                     return Err(ExclusiveError::Busy(WaitFor::SystemFrame(pfn)));
                 }
-                let window = space.invalidate(va, va + 4096, InvalidateEvent::Exclusive, Some(owner));
+                let window =
+                    space.invalidate(va, va + 4096, InvalidateEvent::Exclusive, Some(owner));
                 let replaced = table.slot(va, Level::L1).ok().and_then(|mut slot| {
                     if !matches!(slot.entry(), Ok(Entry::Leaf { pfn: p, .. }) if p == pfn) {
                         return None;
@@ -241,7 +242,11 @@ pub(crate) fn restore_exclusive<'a, P: Platform>(
                 ..
             })) if p == pfn
         );
-        if still { slot.replace(&leaf).ok() } else { None }
+        if still {
+            slot.replace(&leaf).ok()
+        } else {
+            None
+        }
     });
     drop(window);
     system.unlock(pfn);

@@ -112,7 +112,7 @@ pub fn handle_fault<'a, P: Platform>(
             }
             let driver = space.devices().driver(page).ok_or(FaultError::BusError)?;
             let offset = (va - slot.va()) >> 12;
-            drop(slot);
+            // No page-table lock across the driver's call.
             drop(table);
             let faulting = DeviceIndex::new(index.number() + offset);
             let mut fault = CpuFault::new(space, va, write, level, faulting, locked);

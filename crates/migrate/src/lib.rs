@@ -19,6 +19,8 @@ mod devices;
 mod exclusive;
 mod fault;
 mod migration;
+#[cfg(feature = "model")]
+pub mod model;
 mod notifier;
 mod platform;
 mod registry;

@@ -27,7 +27,7 @@ use core::fmt;
 
 use devpriv_pagemap::Owner;
 
-use crate::sync::{AtomicU64, Ordering, RwLock, ReadGuard, spin_wait};
+use crate::sync::{AtomicU64, Ordering, ReadGuard, RwLock, spin_wait};
 
 /// How many subscriptions one address space holds at most.
 pub const MAX_SUBSCRIPTIONS: usize = 16;
@@ -185,9 +185,7 @@ impl<'a> Notifiers<'a> {
 
     fn check(&self, id: SubscriptionId) -> Result<&AtomicU64, NotifierError> {
         let slots = self.slots.read();
-        let slot = slots
-            .get(id.slot as usize)
-            .ok_or(NotifierError::Stale)?;
+        let slot = slots.get(id.slot as usize).ok_or(NotifierError::Stale)?;
         if slot.generation != id.generation || slot.subscription.is_none() {
             return Err(NotifierError::Stale);
         }

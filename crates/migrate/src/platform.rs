@@ -145,7 +145,12 @@ impl Vma {
 
     /// The leaf attributes of a page of this region: writable if the page's mapping
     /// allows writes and the region does, with the accessed and dirty bits given.
-    pub fn leaf_attributes<A: LeafAttributes>(&self, writable: bool, young: bool, dirty: bool) -> A {
+    pub fn leaf_attributes<A: LeafAttributes>(
+        &self,
+        writable: bool,
+        young: bool,
+        dirty: bool,
+    ) -> A {
         A::from_property(PageProperty {
             writable: writable && self.property.writable,
             accessed: young,

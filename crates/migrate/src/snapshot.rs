@@ -184,12 +184,23 @@ fn walk<'a, P: Platform, L: HmmLayout>(
             let fault = request.has(HmmPfn::<L>::REQ_FAULT);
             let write = fault && request.has(HmmPfn::<L>::REQ_WRITE);
             let offset = (va - es) >> 12;
-            let word = match page_word::<P, L>(space, range.owner, entry, slot.level().leaf_size(), offset, fault, write, va) {
+            let word = match page_word::<P, L>(
+                space,
+                range.owner,
+                entry,
+                slot.level().leaf_size(),
+                offset,
+                fault,
+                write,
+                va,
+            ) {
                 Ok(word) => word,
                 Err(need) => return Ok(Some((va, need))),
             };
-            range.pfns[i] = HmmPfn::from_raw(word.raw() | (request.raw() & HmmPfn::<L>::PASS_THROUGH));
-            if va >= cl {
+            range.pfns[i] =
+                HmmPfn::from_raw(word.raw() | (request.raw() & HmmPfn::<L>::PASS_THROUGH));
+            // `cl` is the last byte: stop after its page.
+            if cl - va < 4096 {
                 break;
             }
             va += 4096;
@@ -213,7 +224,11 @@ fn page_word<'a, P: Platform, L: HmmLayout>(
     let order = size.map_or(0, PageSize::order);
     let absent = |space: &AddressSpace<'a, P>| {
         if space.vma(va).is_none() {
-            return if fault { Err(Need::Fail) } else { Ok(HmmPfn::error()) };
+            return if fault {
+                Err(Need::Fail)
+            } else {
+                Ok(HmmPfn::error())
+            };
         }
         if fault {
             Err(Need::Kernel(write))
@@ -258,7 +273,9 @@ fn page_word<'a, P: Platform, L: HmmLayout>(
                 }
             }
             SoftwareKind::DeviceExclusive { .. } if fault => Err(Need::Ours(write)),
-            SoftwareKind::Migration { pfn, .. } if fault => Err(Need::Wait(WaitFor::SystemFrame(pfn))),
+            SoftwareKind::Migration { pfn, .. } if fault => {
+                Err(Need::Wait(WaitFor::SystemFrame(pfn)))
+            }
             SoftwareKind::DeviceMigration { index, .. } if fault => {
                 match space.devices().lookup(index) {
                     Ok(page) => Err(Need::Wait(WaitFor::DeviceFolio(page.folio()))),
@@ -272,7 +289,9 @@ fn page_word<'a, P: Platform, L: HmmLayout>(
                     Ok(HmmPfn::error())
                 }
             }
-            SoftwareKind::Swap { .. } | SoftwareKind::Marker(_) if fault => Err(Need::Kernel(write)),
+            SoftwareKind::Swap { .. } | SoftwareKind::Marker(_) if fault => {
+                Err(Need::Kernel(write))
+            }
             _ => Ok(HmmPfn::none()),
         },
     }

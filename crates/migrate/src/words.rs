@@ -475,7 +475,10 @@ mod tests {
         assert_eq!(S::ERROR, 1 << 61);
         let d = S::device(DeviceIndex::new(0xabc), true, 9).unwrap();
         assert_eq!(d.raw(), 1 << 63 | 1 << 62 | 1 << 57 | 9 << 52 | 0xabc);
-        assert_eq!(d.target(), Some(PageTarget::Device(DeviceIndex::new(0xabc))));
+        assert_eq!(
+            d.target(),
+            Some(PageTarget::Device(DeviceIndex::new(0xabc)))
+        );
         assert_eq!(d.order(), 9);
         let s = S::system(Pfn::new(0xabc), false, 0).unwrap();
         assert_eq!(s.target(), Some(PageTarget::System(Pfn::new(0xabc))));

@@ -512,10 +512,7 @@ impl<'a> LockedFolio<'a> {
         }
         pagemap.ops.folio_split(head, None);
         core::mem::forget(self);
-        Ok(SplitFolios {
-            head,
-            next: 0,
-        })
+        Ok(SplitFolios { head, next: 0 })
     }
 
     /// Gives up the handle but not the reference and the lock: the caller records them

@@ -66,9 +66,7 @@ pub use folio::{Folio, FolioRef, LockedFolio, Page, SplitError, SplitFolios};
 #[cfg(not(loom))]
 pub use meta::METADATA_BYTES_PER_PAGE;
 pub use meta::{AddressSpaceId, DriverWord, PageMeta, ReverseMap};
-pub use pagemap::{
-    AllocFailures, AllocatedFolios, DevicePagemap, Owner, PagemapOps,
-};
+pub use pagemap::{AllocFailures, AllocatedFolios, DevicePagemap, Owner, PagemapOps};
 pub use space::{DevicePrivateSpace, MAX_PAGEMAP_PAGES, PagemapId, SLOT_PAGES, SLOTS};
 #[cfg(all(feature = "alloc", not(loom)))]
 pub use storage::MetadataStorage;

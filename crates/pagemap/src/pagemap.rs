@@ -175,10 +175,9 @@ impl<'a> DevicePagemap<'a> {
     /// registered (so that the page has an index). One load.
     pub fn page(&self, number: u64) -> Result<Page<'_>, LookupError> {
         match self.base() {
-            Some(base) if number < self.pages => Ok(Page::new(
-                self,
-                DeviceIndex::new(base.number() + number),
-            )),
+            Some(base) if number < self.pages => {
+                Ok(Page::new(self, DeviceIndex::new(base.number() + number)))
+            }
             // Past the end: report the index it would have, saturating so that any
             // number is an answer, never an overflow.
             Some(base) => Err(LookupError::Unknown {

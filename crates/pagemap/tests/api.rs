@@ -295,10 +295,7 @@ fn references_and_folio_free() {
     );
     assert_eq!(view.refcount(), 0);
     // No reference can be had after the free.
-    assert_eq!(
-        view.head().try_get().err(),
-        Some(FolioError::NotAllocated)
-    );
+    assert_eq!(view.head().try_get().err(), Some(FolioError::NotAllocated));
     // A never-allocated page is free too.
     assert_eq!(
         pm.page(1000).unwrap().try_get().err(),
@@ -426,10 +423,12 @@ fn split_and_merge() {
     // folio_split: once per new folio after the head, then once with none.
     let calls = ops.split.lock().unwrap().clone();
     assert_eq!(calls.len(), 512);
-    assert!(calls[..511]
-        .iter()
-        .enumerate()
-        .all(|(i, &c)| c == (head, Some(head + 1 + i as u64))));
+    assert!(
+        calls[..511]
+            .iter()
+            .enumerate()
+            .all(|(i, &c)| c == (head, Some(head + 1 + i as u64)))
+    );
     assert_eq!(calls[511], (head, None));
     assert_eq!(pm.allocated_pages(), 512);
     assert_eq!(pm.whole_chunks(), 0);
@@ -472,7 +471,11 @@ fn dropping_a_split_iterator_releases_the_rest() {
     let pm = DevicePagemap::new(512, Owner::new(1), &ops, &meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
-    let mut parts = pm.alloc_locked(PageSize::Size2MiB).unwrap().split().unwrap();
+    let mut parts = pm
+        .alloc_locked(PageSize::Size2MiB)
+        .unwrap()
+        .split()
+        .unwrap();
     let first = parts.next().unwrap();
     drop(parts);
     assert_eq!(pm.allocated_pages(), 1);
@@ -725,7 +728,10 @@ fn page_numbers_are_total() {
     let ops = Recorder::default();
     let meta = metadata(4);
     let pm = DevicePagemap::new(4, Owner::new(1), &ops, &meta).unwrap();
-    assert!(matches!(pm.page(u64::MAX), Err(LookupError::Unknown { .. })));
+    assert!(matches!(
+        pm.page(u64::MAX),
+        Err(LookupError::Unknown { .. })
+    ));
     let space = DevicePrivateSpace::new();
     let id = space.register(&pm).unwrap();
     for n in [4, 1 << 40, u64::MAX] {

@@ -1461,7 +1461,10 @@ fn unmap_with_reports_every_removed_entry<F: PagingFormat>() {
     for i in 0..40u64 {
         let va = 28 * MIB + i * 4096;
         let e = device_private::<F>(0x1000 + i);
-        w.table.install(va, Level::L1, &e, &mut alloc).unwrap().ignore();
+        w.table
+            .install(va, Level::L1, &e, &mut alloc)
+            .unwrap()
+            .ignore();
         expected.insert(va, (Level::L1, F::encode(&e, Level::L1).unwrap()));
     }
     let keep = 28 * MIB + 40 * 4096;

@@ -253,7 +253,10 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
 
     /// The device folio `view`, referenced and try-locked (or the fault page's, whose
     /// lock the fault path already holds).
-    pub(crate) fn lock_device(&mut self, view: devpriv_pagemap::Folio<'a>) -> Option<LockedFolio<'a>> {
+    pub(crate) fn lock_device(
+        &mut self,
+        view: devpriv_pagemap::Folio<'a>,
+    ) -> Option<LockedFolio<'a>> {
         if let Some(folio) = self.take_fault_folio(view) {
             return Some(folio);
         }
@@ -291,7 +294,15 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
                 self.src[Self::word(walk.start, va)] = word;
                 let _ = piece.into_raw();
             } else {
-                self.restore_device_entry(walk.table, va, Level::L1, access, piece_index, side, piece);
+                self.restore_device_entry(
+                    walk.table,
+                    va,
+                    Level::L1,
+                    access,
+                    piece_index,
+                    side,
+                    piece,
+                );
             }
         }
     }

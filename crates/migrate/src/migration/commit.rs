@@ -94,7 +94,11 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
 
     /// Splits 2 MiB source `i` (a hole, a device folio or a system frame, with its
     /// migration entry at `place`) into 512 4 KiB sources at words `i..i + 512`.
-    fn split_source(&mut self, i: usize, place: Option<(&AddressSpace<'a, P>, &Table<P>, u64)>) -> bool {
+    fn split_source(
+        &mut self,
+        i: usize,
+        place: Option<(&AddressSpace<'a, P>, &Table<P>, u64)>,
+    ) -> bool {
         let s = self.src[i];
         if i + 512 > self.src.len() {
             return false;
@@ -217,7 +221,9 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
                 flush.flush(space.tlb());
                 true
             }
-            Err(PagingError::Occupied { .. }) => self.replace_zero_page(space, table, va, size, &entry),
+            Err(PagingError::Occupied { .. }) => {
+                self.replace_zero_page(space, table, va, size, &entry)
+            }
             Err(_) => false,
         };
         if !installed {

@@ -104,18 +104,15 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
         };
         // Free pages, and folios someone else has locked, are not collected (busy ones
         // are retried by evicting again).
-        let Some(folio) = page
-            .try_get()
-            .ok()
-            .and_then(|r| r.trylock().ok())
-        else {
+        let Some(folio) = page.try_get().ok().and_then(|r| r.trylock().ok()) else {
             return 1;
         };
         // A folio no entry maps is someone else's.
-        let Some((space, va)) = folio
-            .reverse_map()
-            .and_then(|r| spaces.address_space(r.address_space()).map(|s| (s, s.va_of(r))))
-        else {
+        let Some((space, va)) = folio.reverse_map().and_then(|r| {
+            spaces
+                .address_space(r.address_space())
+                .map(|s| (s, s.va_of(r)))
+        }) else {
             drop(folio);
             return 1;
         };
@@ -128,14 +125,22 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
             return 1;
         };
         let Ok(Entry::Software(SoftwareEntry {
-            kind: SoftwareKind::DevicePrivate { access, index: mapped },
+            kind:
+                SoftwareKind::DevicePrivate {
+                    access,
+                    index: mapped,
+                },
             side,
         })) = slot.entry()
         else {
             drop(folio);
             return 1;
         };
-        if mapped != head || slot.replace(&device_migration_entry(access, head, side)).is_err() {
+        if mapped != head
+            || slot
+                .replace(&device_migration_entry(access, head, side))
+                .is_err()
+        {
             drop(folio);
             return 1;
         }
@@ -153,7 +158,13 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
                             kept = Some(piece);
                         } else {
                             self.restore_device_entry(
-                                &table, piece_va, Level::L1, access, piece_index, side, piece,
+                                &table,
+                                piece_va,
+                                Level::L1,
+                                access,
+                                piece_index,
+                                side,
+                                piece,
                             );
                         }
                     }
@@ -168,7 +179,15 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
             (folio, head)
         };
         drop(window);
-        self.record_evicted(i, folio, word_index, access, &table, va + ((word_index.number() - head.number()) << 12), side)
+        self.record_evicted(
+            i,
+            folio,
+            word_index,
+            access,
+            &table,
+            va + ((word_index.number() - head.number()) << 12),
+            side,
+        )
     }
 
     /// Records collected folio `folio` in word `i`, unless another reference holds it.

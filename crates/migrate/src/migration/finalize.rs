@@ -129,7 +129,8 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
             (Scope::Device { .. }, Some((space, _, va))) => space.vma(va),
             (Scope::Device { .. }, None) => None,
         };
-        let found = place.and_then(|(_, table, va)| find_migration_entry::<P>(table, va, size, source));
+        let found =
+            place.and_then(|(_, table, va)| find_migration_entry::<P>(table, va, size, source));
         let (Some((mut slot, remembered)), Some(vma)) = (found, vma) else {
             self.abandon(i, va);
             return PageEnd::Abandoned;

@@ -313,7 +313,9 @@ impl<'m, 'a, P: Platform> Migration<'m, 'a, P, Collected> {
                 dst: dst.len(),
             });
         }
-        let vma = space.vma(start).ok_or(SetupError::OutsideVma { va: start })?;
+        let vma = space
+            .vma(start)
+            .ok_or(SetupError::OutsideVma { va: start })?;
         if !vma.covers(start, end) {
             return Err(SetupError::OutsideVma { va: vma.end });
         }

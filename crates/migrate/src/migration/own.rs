@@ -55,12 +55,12 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
     /// is gone): back to the fault page if it holds the fault address at `va`, else
     /// unlocked and put (freeing it if nothing else holds it).
     pub(crate) fn release_device(&mut self, folio: LockedFolio<'a>, va: Option<u64>) {
-        if self.holds_fault(va, folio.size()) {
-            if let Some(fault) = self.fault.as_mut() {
-                debug_assert!(fault.folio.is_none());
-                fault.folio = Some(folio);
-                return;
-            }
+        if self.holds_fault(va, folio.size())
+            && let Some(fault) = self.fault.as_mut()
+        {
+            debug_assert!(fault.folio.is_none());
+            fault.folio = Some(folio);
+            return;
         }
         drop(folio);
     }

@@ -1,0 +1,456 @@
+//! Host test support (feature `model`, std): system RAM in host memory, a [`Platform`]
+//! over devpriv-paging's software MMU, and a CPU that reads and writes through that MMU
+//! and takes real faults through devpriv-migrate's fault path.
+//!
+//! * [`SystemRam`] — frames of host memory (atomic words, so concurrent CPU and copy
+//!   engine accesses are defined behaviour), with a tracking allocator (a double free or
+//!   a free of the wrong size panics; [`SystemRam::live_frames`] finds leaks), per-frame
+//!   locks, pinned frames, a zero page, an allocation budget and 2 MiB allocation
+//!   failures on cue.
+//! * [`ModelPlatform`] — the platform: software-MMU tables in a
+//!   [`Memory`](devpriv_paging::model::Memory), the [`Mmu`](devpriv_paging::model::Mmu)
+//!   as TLB, [`SystemRam`] as system memory.
+//! * [`Cpu`] — loads and stores through the MMU; a fault on a software entry runs
+//!   [`handle_fault_spinning`](crate::handle_fault_spinning), a fault on an empty slot
+//!   maps a fresh zeroed page (the kernel's anonymous fault).
+
+use std::collections::HashSet;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::Mutex;
+use std::vec::Vec;
+
+use devpriv_paging::PagingFormat;
+use devpriv_paging::model::{Access, Memory, Mmu, MmuError};
+use devpriv_pte::{PageSize, Pfn};
+
+use crate::address_space::AddressSpace;
+use crate::fault::{FaultOutcome, handle_fault_spinning};
+use crate::platform::{Platform, SystemMemory};
+use crate::sync::{AtomicU64, Ordering};
+
+/// The first frame number of [`SystemRam`] (4 GiB: far from the table frames of
+/// [`Memory`], and 2 MiB aligned).
+pub const RAM_FIRST_PFN: u64 = 0x10_0000;
+
+/// 64-bit words in a 4 KiB frame.
+pub const FRAME_WORDS: usize = 512;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FrameState {
+    Free,
+    Small,
+    LargeHead,
+    LargeTail,
+}
+
+#[derive(Debug)]
+struct RamState {
+    frames: Vec<FrameState>,
+    locked: Vec<bool>,
+    pinned: HashSet<u64>,
+    live: usize,
+    /// Fail every allocation once this many more have succeeded.
+    budget: Option<u64>,
+    /// Fail this many 2 MiB allocations (`u32::MAX`: all).
+    fail_large: u32,
+    zero_page: Option<u64>,
+    next_small: usize,
+}
+
+/// System memory in host memory (see the module documentation).
+pub struct SystemRam {
+    words: Vec<[AtomicU64; FRAME_WORDS]>,
+    state: Mutex<RamState>,
+}
+
+impl core::fmt::Debug for SystemRam {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SystemRam")
+            .field("frames", &self.words.len())
+            .field("live", &self.live_frames())
+            .finish()
+    }
+}
+
+impl SystemRam {
+    /// `frames` frames of zeroed RAM, all free, from [`RAM_FIRST_PFN`].
+    pub fn new(frames: usize) -> Self {
+        Self {
+            words: (0..frames)
+                .map(|_| core::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
+            state: Mutex::new(RamState {
+                frames: std::vec![FrameState::Free; frames],
+                locked: std::vec![false; frames],
+                pinned: HashSet::new(),
+                live: 0,
+                budget: None,
+                fail_large: 0,
+                zero_page: None,
+                next_small: 0,
+            }),
+        }
+    }
+
+    fn index(&self, pfn: Pfn) -> usize {
+        let i = pfn
+            .number()
+            .checked_sub(RAM_FIRST_PFN)
+            .unwrap_or_else(|| panic!("{pfn:?} is not system RAM"));
+        assert!((i as usize) < self.words.len(), "{pfn:?} is not system RAM");
+        i as usize
+    }
+
+    /// 4 KiB frames allocated and not yet freed.
+    pub fn live_frames(&self) -> usize {
+        self.state.lock().unwrap().live
+    }
+
+    /// Whether the frame is allocated.
+    pub fn is_allocated(&self, pfn: Pfn) -> bool {
+        let i = self.index(pfn);
+        self.state.lock().unwrap().frames[i] != FrameState::Free
+    }
+
+    /// Whether the frame is locked.
+    pub fn is_locked(&self, pfn: Pfn) -> bool {
+        let i = self.index(pfn);
+        self.state.lock().unwrap().locked[i]
+    }
+
+    /// Frames locked now.
+    pub fn locked_frames(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .locked
+            .iter()
+            .filter(|l| **l)
+            .count()
+    }
+
+    /// Lets only `n` more allocations succeed (`None`: no limit).
+    pub fn set_budget(&self, n: Option<u64>) {
+        self.state.lock().unwrap().budget = n;
+    }
+
+    /// Makes the next `n` 2 MiB allocations fail (`u32::MAX`: all of them, until reset
+    /// with 0).
+    pub fn fail_large_allocations(&self, n: u32) {
+        self.state.lock().unwrap().fail_large = n;
+    }
+
+    /// Marks the frame pinned (or not): migration will not move it.
+    pub fn set_pinned(&self, pfn: Pfn, pinned: bool) {
+        let mut state = self.state.lock().unwrap();
+        if pinned {
+            state.pinned.insert(pfn.number());
+        } else {
+            state.pinned.remove(&pfn.number());
+        }
+    }
+
+    /// Allocates a zeroed frame and makes it the zero page.
+    pub fn make_zero_page(&self) -> Pfn {
+        let pfn = self
+            .allocate(PageSize::Size4KiB)
+            .expect("RAM for the zero page");
+        self.fill(pfn, PageSize::Size4KiB, |_| 0);
+        self.state.lock().unwrap().zero_page = Some(pfn.number());
+        pfn
+    }
+
+    /// The words of frame `pfn`.
+    pub fn words(&self, pfn: Pfn) -> &[AtomicU64; FRAME_WORDS] {
+        &self.words[self.index(pfn)]
+    }
+
+    /// Word `word` (0..512) of frame `pfn`.
+    pub fn read(&self, pfn: Pfn, word: usize) -> u64 {
+        self.words(pfn)[word].load(Ordering::Relaxed)
+    }
+
+    /// Writes word `word` of frame `pfn`.
+    pub fn write(&self, pfn: Pfn, word: usize, value: u64) {
+        self.words(pfn)[word].store(value, Ordering::Relaxed)
+    }
+
+    /// Fills every word of the `size` frames from `pfn` with `value(word index)`.
+    pub fn fill(&self, pfn: Pfn, size: PageSize, value: impl Fn(u64) -> u64) {
+        for f in 0..size.frames() {
+            let words = self.words(Pfn::new(pfn.number() + f));
+            for (w, word) in words.iter().enumerate() {
+                word.store(value(f * FRAME_WORDS as u64 + w as u64), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Copies the `size` frames from `src` to `dst` (the memcpy copy engine).
+    pub fn copy(&self, dst: Pfn, src: Pfn, size: PageSize) {
+        for f in 0..size.frames() {
+            let s = self.words(Pfn::new(src.number() + f));
+            let d = self.words(Pfn::new(dst.number() + f));
+            for (d, s) in d.iter().zip(s.iter()) {
+                d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl SystemMemory for SystemRam {
+    fn allocate(&self, size: PageSize) -> Option<Pfn> {
+        let mut state = self.state.lock().unwrap();
+        let large = match size {
+            PageSize::Size4KiB => false,
+            PageSize::Size2MiB => true,
+            PageSize::Size1GiB => return None,
+        };
+        if large && state.fail_large != 0 {
+            if state.fail_large != u32::MAX {
+                state.fail_large -= 1;
+            }
+            return None;
+        }
+        if let Some(budget) = state.budget {
+            if budget == 0 {
+                return None;
+            }
+            state.budget = Some(budget - 1);
+        }
+        let frames = state.frames.len();
+        let first = if large {
+            (0..frames / 512).map(|c| c * 512).find(|&c| {
+                state.frames[c..c + 512]
+                    .iter()
+                    .all(|f| *f == FrameState::Free)
+            })?
+        } else {
+            let start = state.next_small;
+            let i = (0..frames)
+                .map(|k| (start + k) % frames)
+                .find(|&i| state.frames[i] == FrameState::Free)?;
+            state.next_small = (i + 1) % frames;
+            i
+        };
+        if large {
+            state.frames[first] = FrameState::LargeHead;
+            for f in &mut state.frames[first + 1..first + 512] {
+                *f = FrameState::LargeTail;
+            }
+            state.live += 512;
+        } else {
+            state.frames[first] = FrameState::Small;
+            state.live += 1;
+        }
+        // Hand out dirty memory: the driver must copy or clear.
+        for f in 0..size.frames() as usize {
+            for word in &self.words[first + f] {
+                word.store(0xdead_beef_dead_beef, Ordering::Relaxed);
+            }
+        }
+        Some(Pfn::new(RAM_FIRST_PFN + first as u64))
+    }
+
+    fn free(&self, pfn: Pfn, size: PageSize) {
+        let i = self.index(pfn);
+        let mut state = self.state.lock().unwrap();
+        match (size, state.frames[i]) {
+            (PageSize::Size4KiB, FrameState::Small) => {
+                state.frames[i] = FrameState::Free;
+                state.live -= 1;
+            }
+            (PageSize::Size2MiB, FrameState::LargeHead) => {
+                for f in &mut state.frames[i..i + 512] {
+                    *f = FrameState::Free;
+                }
+                state.live -= 512;
+            }
+            (size, found) => panic!("free of {pfn:?} as {size:?}, but it is {found:?}"),
+        }
+        assert!(!state.locked[i], "free of {pfn:?}, which is locked");
+    }
+
+    fn split(&self, pfn: Pfn) {
+        let i = self.index(pfn);
+        let mut state = self.state.lock().unwrap();
+        assert_eq!(state.frames[i], FrameState::LargeHead, "split of {pfn:?}");
+        assert!(state.locked[i], "split of {pfn:?}, which is not locked");
+        for k in i..i + 512 {
+            state.frames[k] = FrameState::Small;
+            state.locked[k] = true;
+        }
+    }
+
+    fn try_lock(&self, pfn: Pfn) -> bool {
+        let i = self.index(pfn);
+        let mut state = self.state.lock().unwrap();
+        assert_ne!(state.frames[i], FrameState::Free, "lock of free {pfn:?}");
+        !core::mem::replace(&mut state.locked[i], true)
+    }
+
+    fn unlock(&self, pfn: Pfn) {
+        let i = self.index(pfn);
+        let mut state = self.state.lock().unwrap();
+        assert!(
+            core::mem::replace(&mut state.locked[i], false),
+            "unlock of {pfn:?}, which is not locked"
+        );
+    }
+
+    fn is_pinned(&self, pfn: Pfn, _size: PageSize) -> bool {
+        self.state.lock().unwrap().pinned.contains(&pfn.number())
+    }
+
+    fn zero_page(&self) -> Option<Pfn> {
+        self.state.lock().unwrap().zero_page.map(Pfn::new)
+    }
+
+    fn frame(&self, pfn: Pfn) -> Option<NonNull<u8>> {
+        Some(NonNull::from(self.words(pfn)).cast())
+    }
+}
+
+/// The platform of host tests: tables in simulated [`Memory`], the software [`Mmu`] as
+/// TLB, [`SystemRam`] as system memory.
+pub struct ModelPlatform<'m, F>(PhantomData<(&'m (), F)>);
+
+impl<'m, F: PagingFormat> Platform for ModelPlatform<'m, F> {
+    type Format = F;
+    type Mapper = &'m Memory;
+    type Tlb = &'m Mmu<'m, F>;
+    type TableFrames = &'m Memory;
+    type System = SystemRam;
+}
+
+/// Why a [`Cpu`] access failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuError {
+    /// No region holds the address, or the write is not allowed (SIGSEGV).
+    Segv {
+        /// The address.
+        va: u64,
+    },
+    /// A device page could not be brought back (SIGBUS).
+    Bus {
+        /// The address.
+        va: u64,
+    },
+    /// The MMU model objected (a stale TLB entry: a missing flush).
+    Mmu(MmuError),
+}
+
+/// One CPU running in an address space: loads and stores 64-bit words through the
+/// software MMU, taking faults the way a kernel would.
+pub struct Cpu<'s, 'm, F: PagingFormat> {
+    space: &'s AddressSpace<'m, ModelPlatform<'m, F>>,
+    mmu: &'m Mmu<'m, F>,
+}
+
+impl<'s, 'm, F: PagingFormat> Cpu<'s, 'm, F> {
+    /// A CPU of `space` whose MMU is `mmu` (the address space's TLB).
+    pub fn new(space: &'s AddressSpace<'m, ModelPlatform<'m, F>>, mmu: &'m Mmu<'m, F>) -> Self {
+        Self { space, mmu }
+    }
+
+    fn translate(&self, va: u64, access: Access) -> Result<u64, CpuError> {
+        for _ in 0..64 {
+            match self.mmu.access(va, access) {
+                Ok(pa) => return Ok(pa),
+                Err(MmuError::NotMapped { .. }) | Err(MmuError::ReadOnly) => {
+                    self.fault(va, access == Access::Write)?;
+                }
+                Err(e) => return Err(CpuError::Mmu(e)),
+            }
+        }
+        panic!("the access at {va:#x} keeps faulting")
+    }
+
+    /// The kernel's fault handler: devpriv's fault path, then anonymous memory.
+    fn fault(&self, va: u64, write: bool) -> Result<(), CpuError> {
+        match handle_fault_spinning(self.space, va, write) {
+            Err(_) => Err(CpuError::Bus { va }),
+            Ok(FaultOutcome::NotDevicePrivate) => {
+                if anonymous_fault(self.space, va, write) {
+                    Ok(())
+                } else {
+                    Err(CpuError::Segv { va })
+                }
+            }
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// Loads the 64-bit word at `va` (8-byte aligned).
+    pub fn read(&self, va: u64) -> Result<u64, CpuError> {
+        let pa = self.translate(va, Access::Read)?;
+        let ram = self.space.system();
+        Ok(ram.read(Pfn::containing(pa), ((pa & 0xfff) >> 3) as usize))
+    }
+
+    /// Stores `value` at `va` (8-byte aligned).
+    pub fn write(&self, va: u64, value: u64) -> Result<(), CpuError> {
+        let pa = self.translate(va, Access::Write)?;
+        let ram = self.space.system();
+        ram.write(Pfn::containing(pa), ((pa & 0xfff) >> 3) as usize, value);
+        Ok(())
+    }
+}
+
+/// The kernel's anonymous-memory fault at `va`: an empty slot gets a fresh zeroed page
+/// (writable if the region is); a write to a read-only page of a writable region makes
+/// it writable. `false` if no region holds `va` or the write is not allowed. This is
+/// the `fault_in` callback of [`snapshot`](crate::snapshot) and
+/// [`make_device_exclusive`](crate::make_device_exclusive) in host tests.
+pub fn anonymous_fault<F: PagingFormat>(
+    space: &AddressSpace<'_, ModelPlatform<'_, F>>,
+    va: u64,
+    write: bool,
+) -> bool {
+    use devpriv_pte::{Entry, LeafAttributes};
+    let Some(vma) = space.vma(va) else {
+        return false;
+    };
+    if write && !vma.property.writable {
+        return false;
+    }
+    let page = va & !0xfff;
+    let lookup = space.read().lookup(page);
+    match lookup {
+        Ok((_, Entry::Absent)) => {
+            let ram = space.system();
+            let Some(pfn) = ram.allocate(PageSize::Size4KiB) else {
+                return false;
+            };
+            ram.fill(pfn, PageSize::Size4KiB, |_| 0);
+            if space
+                .map_page(page, pfn, PageSize::Size4KiB, vma.property.writable)
+                .is_err()
+            {
+                // Someone else mapped it first.
+                ram.free(pfn, PageSize::Size4KiB);
+            }
+            true
+        }
+        Ok((level, Entry::Leaf { pfn, size, attrs })) => {
+            if !write || attrs.property().writable {
+                return true;
+            }
+            let table = space.read();
+            let Ok(mut slot) = table.slot(page, level) else {
+                return true;
+            };
+            let new = Entry::Leaf {
+                pfn,
+                size,
+                attrs: vma.leaf_attributes(true, true, true),
+            };
+            if let Ok(flush) = slot.replace(&new) {
+                flush.flush(space.tlb());
+            }
+            true
+        }
+        // Software entries devpriv did not resolve (swap, markers, poison): no swap here.
+        _ => false,
+    }
+}
