@@ -187,6 +187,13 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
         let Some(target) = d.target() else {
             return false;
         };
+        // The kernel may have taken the region away since the collection.
+        if !space
+            .vma(va)
+            .is_some_and(|v| v.covers(va, va + size.bytes()))
+        {
+            return false;
+        }
         let entry: Entry<P::Format> = match target {
             PageTarget::System(pfn) => Entry::Leaf {
                 pfn,
