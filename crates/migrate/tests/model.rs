@@ -243,7 +243,7 @@ impl<F: PagingFormat> Harness<F> {
                 dev,
                 compound,
                 declines,
-            } => self.to_device(first, pages, dev, compound, declines, None),
+            } => self.migrate_to_device(first, pages, dev, compound, declines, None),
             Op::RacingUnmap {
                 first,
                 pages,
@@ -252,7 +252,7 @@ impl<F: PagingFormat> Harness<F> {
                 cut_pages,
             } => {
                 let cut_pages = cut_pages.min(PAGES - cut);
-                self.to_device(first, pages, dev, false, 0, Some((cut, cut_pages)))
+                self.migrate_to_device(first, pages, dev, false, 0, Some((cut, cut_pages)))
             }
             Op::ToRam { first, pages, dev } => {
                 let device = self.device(dev);
@@ -405,7 +405,7 @@ impl<F: PagingFormat> Harness<F> {
         }
     }
 
-    fn to_device(
+    fn migrate_to_device(
         &mut self,
         first: u64,
         pages: u64,
@@ -545,7 +545,7 @@ impl<F: PagingFormat> Harness<F> {
             match (self.m.loc[p as usize], e) {
                 (Loc::Absent, Entry::Absent) => {}
                 (Loc::Ram, Entry::Leaf { pfn, size, attrs }) => {
-                    let offset = (p % size.frames()) as u64;
+                    let offset = p % size.frames();
                     let frame = Pfn::new(
                         pfn.number()
                             + if size == PageSize::Size2MiB {
