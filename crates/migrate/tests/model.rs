@@ -606,10 +606,10 @@ impl<F: PagingFormat> Harness<F> {
                 (loc, e) => panic!("page {p}: model says {loc:?}, table has {e:?} at {level:?}"),
             }
         }
-        for dev in 0..2 {
+        for (dev, pages) in on_device.iter().enumerate() {
             assert_eq!(
                 self.device(dev).pagemap().allocated_pages(),
-                on_device[dev],
+                *pages,
                 "device {dev} pages"
             );
         }
