@@ -9,7 +9,7 @@
 //!   failures on cue.
 //! * [`ModelPlatform`] — the platform: software-MMU tables in a
 //!   [`Memory`](devpriv_paging::model::Memory), the [`Mmu`](devpriv_paging::model::Mmu)
-//!   as TLB, [`SystemRam`] as system memory.
+//!   behind a [`Shootdown`] as TLB, [`SystemRam`] as system memory.
 //! * [`Cpu`] — loads and stores through the MMU; a fault on a software entry runs
 //!   [`handle_fault_spinning`](crate::handle_fault_spinning), a fault on an empty slot
 //!   maps a fresh zeroed page (the kernel's anonymous fault).
@@ -311,14 +311,60 @@ impl SystemMemory for SystemRam {
     }
 }
 
-/// The platform of host tests: tables in simulated [`Memory`], the software [`Mmu`] as
-/// TLB, [`SystemRam`] as system memory.
+/// The TLBs of the CPUs that run an address space, as a shootdown sees them: one
+/// software [`Mmu`] (its TLB shared by the [`Cpu`]s), and a gate that every CPU access
+/// holds from translation to the end of its load or store, so that an invalidation
+/// waits for accesses in flight — what the inter-processor interrupts of a real
+/// shootdown guarantee. Without it a store could land in a frame after its page was
+/// copied away.
+pub struct Shootdown<'m, F: PagingFormat> {
+    mmu: &'m Mmu<'m, F>,
+    gate: std::sync::RwLock<()>,
+}
+
+impl<'m, F: PagingFormat> Shootdown<'m, F> {
+    /// The shootdown for the CPUs using `mmu`.
+    pub fn new(mmu: &'m Mmu<'m, F>) -> Self {
+        Self {
+            mmu,
+            gate: std::sync::RwLock::new(()),
+        }
+    }
+
+    /// The MMU.
+    pub fn mmu(&self) -> &'m Mmu<'m, F> {
+        self.mmu
+    }
+}
+
+impl<F: PagingFormat> devpriv_paging::TlbInvalidate for Shootdown<'_, F> {
+    fn publish(&self) {
+        self.mmu.publish();
+    }
+
+    fn invalidate_page(&self, va: u64) {
+        let _wait = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        self.mmu.invalidate_page(va);
+    }
+
+    fn invalidate_all(&self) {
+        let _wait = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        self.mmu.invalidate_all();
+    }
+
+    fn complete(&self) {
+        self.mmu.complete();
+    }
+}
+
+/// The platform of host tests: tables in simulated [`Memory`], the software [`Mmu`]
+/// behind a [`Shootdown`] as TLB, [`SystemRam`] as system memory.
 pub struct ModelPlatform<'m, F>(PhantomData<(&'m (), F)>);
 
 impl<'m, F: PagingFormat> Platform for ModelPlatform<'m, F> {
     type Format = F;
     type Mapper = &'m Memory;
-    type Tlb = &'m Mmu<'m, F>;
+    type Tlb = &'m Shootdown<'m, F>;
     type TableFrames = &'m Memory;
     type System = SystemRam;
 }
@@ -341,23 +387,29 @@ pub enum CpuError {
 }
 
 /// One CPU running in an address space: loads and stores 64-bit words through the
-/// software MMU, taking faults the way a kernel would.
+/// software MMU, taking faults the way a kernel would. Several CPUs (threads) may run
+/// the same address space.
 pub struct Cpu<'s, 'm, F: PagingFormat> {
     space: &'s AddressSpace<'m, ModelPlatform<'m, F>>,
-    mmu: &'m Mmu<'m, F>,
 }
 
 impl<'s, 'm, F: PagingFormat> Cpu<'s, 'm, F> {
-    /// A CPU of `space` whose MMU is `mmu` (the address space's TLB).
-    pub fn new(space: &'s AddressSpace<'m, ModelPlatform<'m, F>>, mmu: &'m Mmu<'m, F>) -> Self {
-        Self { space, mmu }
+    /// A CPU of `space`.
+    pub fn new(space: &'s AddressSpace<'m, ModelPlatform<'m, F>>) -> Self {
+        Self { space }
     }
 
-    fn translate(&self, va: u64, access: Access) -> Result<u64, CpuError> {
+    /// Translates `va` and runs `data` on the physical address, with no invalidation
+    /// in between (a shootdown waits for it).
+    fn access<T>(&self, va: u64, access: Access, data: impl Fn(u64) -> T) -> Result<T, CpuError> {
+        let shootdown = *self.space.tlb();
         for _ in 0..64 {
-            match self.mmu.access(va, access) {
-                Ok(pa) => return Ok(pa),
+            let in_flight = shootdown.gate.read().unwrap_or_else(|e| e.into_inner());
+            match shootdown.mmu.access(va, access) {
+                Ok(pa) => return Ok(data(pa)),
                 Err(MmuError::NotMapped { .. }) | Err(MmuError::ReadOnly) => {
+                    // The fault handler may flush: no access is in flight any more.
+                    drop(in_flight);
                     self.fault(va, access == Access::Write)?;
                 }
                 Err(e) => return Err(CpuError::Mmu(e)),
@@ -383,17 +435,18 @@ impl<'s, 'm, F: PagingFormat> Cpu<'s, 'm, F> {
 
     /// Loads the 64-bit word at `va` (8-byte aligned).
     pub fn read(&self, va: u64) -> Result<u64, CpuError> {
-        let pa = self.translate(va, Access::Read)?;
         let ram = self.space.system();
-        Ok(ram.read(Pfn::containing(pa), ((pa & 0xfff) >> 3) as usize))
+        self.access(va, Access::Read, |pa| {
+            ram.read(Pfn::containing(pa), ((pa & 0xfff) >> 3) as usize)
+        })
     }
 
     /// Stores `value` at `va` (8-byte aligned).
     pub fn write(&self, va: u64, value: u64) -> Result<(), CpuError> {
-        let pa = self.translate(va, Access::Write)?;
         let ram = self.space.system();
-        ram.write(Pfn::containing(pa), ((pa & 0xfff) >> 3) as usize, value);
-        Ok(())
+        self.access(va, Access::Write, |pa| {
+            ram.write(Pfn::containing(pa), ((pa & 0xfff) >> 3) as usize, value)
+        })
     }
 }
 

@@ -46,7 +46,7 @@ fn evict_all<F: PagingFormat>(
 /// their reverse maps; the pagemap can then be unregistered.
 fn evict_from_two_address_spaces<F: PagingFormat>() {
     let w = world::<F>(4096, 8192);
-    let (other, other_mmu) = w.another_space(2);
+    let (other, other_mmu, other_tlb) = w.another_space(2);
     let spaces: &'static AddressSpaces<'static, P<F>, 4> =
         Box::leak(Box::new(AddressSpaces::new()));
     spaces.register(w.space).unwrap();
@@ -241,7 +241,7 @@ fn registry() {
         spaces.register(w.space),
         Err(RegistryError::Taken { id: w.space.id() })
     );
-    let (far, _) = w.another_space(5);
+    let (far, _, _) = w.another_space(5);
     assert!(matches!(
         spaces.register(far),
         Err(RegistryError::IdTooLarge { capacity: 2, .. })

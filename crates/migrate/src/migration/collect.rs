@@ -9,13 +9,12 @@ use devpriv_pte::{
     SoftwareEntry, SoftwareKind,
 };
 
-use super::split::{BUSY_RETRIES, split_device};
+use super::split::split_device;
 use super::{Inner, Scope, SetupError};
 use crate::address_space::AddressSpace;
 use crate::address_space::entries::{access_of_device, access_of_leaf};
 use crate::notifier::InvalidateEvent;
 use crate::platform::{Platform, SystemMemory, Vma};
-use crate::sync::spin_wait;
 use crate::words::{MigratePfn, PageTarget, Select};
 
 type Table<P> = PageTable<<P as Platform>::Format, <P as Platform>::Mapper>;
@@ -342,9 +341,14 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
         }
     }
 
-    /// After the flush: a collected page that something else holds (a pinned system
-    /// frame, a device folio with another reference) cannot move; its entry is put back
-    /// and its word cleared (Linux's `migrate_vma_check_page`).
+    /// After the flush: a pinned system frame cannot move; its entry is put back and its
+    /// word cleared (Linux's `migrate_vma_check_page`).
+    ///
+    /// Device folios are not checked: nothing pins device-private memory, and a
+    /// reference held elsewhere (another CPU's fault about to fail its try-lock, a
+    /// driver's own) keeps the folio alive after it moved, never its data in place. So
+    /// a CPU that wins a device page's lock always moves it, however many others fault
+    /// on it at the same time.
     fn put_back_pinned(&mut self, space: &'m AddressSpace<'a, P>, table: &Table<P>, start: u64) {
         for i in 0..self.src.len() {
             let w = self.src[i];
@@ -353,8 +357,7 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
             }
             let pinned = match w.target() {
                 Some(PageTarget::System(pfn)) => self.system.is_pinned(pfn, w.size()),
-                Some(PageTarget::Device(index)) => !self.settles(index),
-                None => false,
+                _ => false,
             };
             if pinned {
                 self.src[i] = w.without(MigratePfn::MIGRATE);
@@ -363,19 +366,6 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
                 self.src[i] = MigratePfn::EMPTY;
             }
         }
-    }
-
-    /// Whether the held folio `index` has no reference but the migration's, once
-    /// transient ones (another CPU's failing `try_get` + try-lock) are gone.
-    pub(crate) fn settles(&self, index: DeviceIndex) -> bool {
-        let view = self.held_view(index);
-        for _ in 0..BUSY_RETRIES {
-            if view.refcount() == 1 {
-                return true;
-            }
-            spin_wait();
-        }
-        view.refcount() == 1
     }
 }
 

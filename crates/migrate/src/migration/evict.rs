@@ -179,28 +179,16 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
             (folio, head)
         };
         drop(window);
-        self.record_evicted(
-            i,
-            folio,
-            word_index,
-            access,
-            &table,
-            va + ((word_index.number() - head.number()) << 12),
-            side,
-        )
+        self.record_evicted(i, folio, word_index, access)
     }
 
-    /// Records collected folio `folio` in word `i`, unless another reference holds it.
-    #[allow(clippy::too_many_arguments)]
+    /// Records collected folio `folio` in word `i`.
     fn record_evicted(
         &mut self,
         i: usize,
         folio: LockedFolio<'a>,
         index: DeviceIndex,
         access: DeviceAccess,
-        table: &devpriv_paging::PageTable<P::Format, P::Mapper>,
-        va: u64,
-        side: devpriv_pte::SideBits,
     ) -> usize {
         let size = folio.size();
         let mut word = MigratePfn::device(index).with(MigratePfn::MIGRATE);
@@ -212,15 +200,6 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
         }
         self.src[i] = word;
         let _ = folio.into_raw();
-        if !self.settles(index) {
-            // Pinned: put the entry back.
-            // SAFETY: word `i` was just made to record the folio as held; it is
-            // cleared right after.
-            let folio = unsafe { self.take_held(index) };
-            self.src[i] = MigratePfn::EMPTY;
-            self.restore_device_entry(table, va, size.level(), access, index, side, folio);
-            return 1;
-        }
         size.frames() as usize
     }
 }

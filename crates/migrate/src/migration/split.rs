@@ -11,7 +11,12 @@ use crate::sync::spin_wait;
 
 /// How often a split waits for a transient reference (another CPU's `try_get` that
 /// is about to fail its try-lock and put the reference back) before giving up.
+#[cfg(not(loom))]
 pub(crate) const BUSY_RETRIES: u32 = 256;
+/// Under loom every wait is a yield that multiplies the interleavings: a few suffice to
+/// explore both outcomes.
+#[cfg(loom)]
+pub(crate) const BUSY_RETRIES: u32 = 2;
 
 /// One table frame taken out in advance, so that the table split cannot fail after the
 /// folio is split; what it does not use goes back to the address space.

@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use devpriv_migrate::model::{Cpu, ModelPlatform, SystemRam};
+use devpriv_migrate::model::{Cpu, ModelPlatform, Shootdown, SystemRam};
 use devpriv_migrate::*;
 use devpriv_pagemap::{DevicePagemap, Folio, LockedFolio, Owner, PageMeta, PagemapOps};
 use devpriv_paging::model::{Memory, Mmu};
@@ -170,6 +170,7 @@ pub struct World<F: PagingFormat + 'static> {
     pub other: &'static Device,
     pub space: &'static Space<F>,
     pub mmu: &'static Mmu<'static, F>,
+    pub tlb: &'static Shootdown<'static, F>,
     pub vma: Vma,
 }
 
@@ -229,10 +230,11 @@ pub fn world<F: PagingFormat>(device_pages: u64, ram_frames: usize) -> World<F> 
     };
     let table = PageTable::<F, _>::new(root, memory, &mut frames).unwrap();
     let mmu: &'static Mmu<'static, F> = Box::leak(Box::new(Mmu::new(memory, table.root(), root)));
+    let tlb: &'static Shootdown<'static, F> = Box::leak(Box::new(Shootdown::new(mmu)));
     let space = Box::leak(Box::new(AddressSpace::new(AddressSpaceParts {
         id: devpriv_pagemap::AddressSpaceId::new(1).unwrap(),
         table,
-        tlb: mmu,
+        tlb,
         table_frames: memory,
         system: ram,
         devices,
@@ -246,6 +248,7 @@ pub fn world<F: PagingFormat>(device_pages: u64, ram_frames: usize) -> World<F> 
         other,
         space,
         mmu,
+        tlb,
         vma,
     }
 }
@@ -257,7 +260,7 @@ pub fn pattern(page: u64, w: u64) -> u64 {
 
 impl<F: PagingFormat> World<F> {
     pub fn cpu(&self) -> Cpu<'static, 'static, F> {
-        Cpu::new(self.space, self.mmu)
+        Cpu::new(self.space)
     }
 
     /// Maps `[va, va + len)` with fresh RAM, 2 MiB pages if `huge`, each word holding
@@ -402,7 +405,14 @@ impl Recorder {
 
 impl<F: PagingFormat> World<F> {
     /// Another address space over the same memory, devices and RAM, with its own MMU.
-    pub fn another_space(&self, id: u32) -> (&'static Space<F>, &'static Mmu<'static, F>) {
+    pub fn another_space(
+        &self,
+        id: u32,
+    ) -> (
+        &'static Space<F>,
+        &'static Mmu<'static, F>,
+        &'static Shootdown<'static, F>,
+    ) {
         let mut frames = self.memory;
         let root = if F::is_root_level(Level::L4) {
             Level::L4
@@ -412,17 +422,18 @@ impl<F: PagingFormat> World<F> {
         let table = PageTable::<F, _>::new(root, self.memory, &mut frames).unwrap();
         let mmu: &'static Mmu<'static, F> =
             Box::leak(Box::new(Mmu::new(self.memory, table.root(), root)));
+        let tlb: &'static Shootdown<'static, F> = Box::leak(Box::new(Shootdown::new(mmu)));
         let vmas: &'static Vma = Box::leak(Box::new(self.vma));
         let space = Box::leak(Box::new(AddressSpace::new(AddressSpaceParts {
             id: devpriv_pagemap::AddressSpaceId::new(id).unwrap(),
             table,
-            tlb: mmu,
+            tlb,
             table_frames: self.memory,
             system: self.ram,
             devices: self.devices,
             vmas,
         })));
-        (space, mmu)
+        (space, mmu, tlb)
     }
 
     /// Unmaps `[va, va + len)`, giving the RAM of removed pages back.
