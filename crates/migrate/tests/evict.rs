@@ -58,6 +58,7 @@ fn evict_from_two_address_spaces<F: PagingFormat>() {
     let w2 = World {
         space: other,
         mmu: other_mmu,
+        tlb: other_tlb,
         ..w
     };
     w2.populate(BASE + 4 * MIB2, MIB2, true);
