@@ -401,12 +401,31 @@ impl<'s, 'm, F: PagingFormat> Cpu<'s, 'm, F> {
 
     /// Translates `va` and runs `data` on the physical address, with no invalidation
     /// in between (a shootdown waits for it).
+    ///
+    /// A translation the TLB still caches after its entry changed is used as the
+    /// hardware would use it, until the invalidation comes: the data access goes to
+    /// the old frame, which must still be allocated. (A migration copies only after
+    /// its flush, so such a store is not lost; if it were, the tests that check the
+    /// bytes would see it.)
     fn access<T>(&self, va: u64, access: Access, data: impl Fn(u64) -> T) -> Result<T, CpuError> {
         let shootdown = *self.space.tlb();
+        let ram = self.space.system();
         for _ in 0..64 {
             let in_flight = shootdown.gate.read().unwrap_or_else(|e| e.into_inner());
             match shootdown.mmu.access(va, access) {
                 Ok(pa) => return Ok(data(pa)),
+                Err(MmuError::Stale { cached, .. })
+                    if access == Access::Read
+                        || F::leaf(cached.raw, cached.level).is_some_and(|(_, a)| {
+                            devpriv_pte::LeafAttributes::property(&a).writable
+                        }) =>
+                {
+                    assert!(
+                        ram.is_allocated(Pfn::containing(cached.pa)),
+                        "a stale translation of {va:#x} reaches a freed frame"
+                    );
+                    return Ok(data(cached.pa));
+                }
                 Err(MmuError::NotMapped { .. }) | Err(MmuError::ReadOnly) => {
                     // The fault handler may flush: no access is in flight any more.
                     drop(in_flight);

@@ -177,9 +177,9 @@ pub enum DestinationError {
         /// The index.
         index: usize,
     },
-    /// The device folio is mapped or referenced elsewhere: a destination must be a
-    /// fresh folio (`alloc_locked`). devpriv-migrate keeps one mapping per device
-    /// folio; this is where a second one would start.
+    /// The device folio is mapped already: a destination must be a fresh folio
+    /// (`alloc_locked`). devpriv-migrate keeps one mapping per device folio; this is
+    /// where a second one would start.
     InUse,
     /// The device folio belongs to a pagemap the migration's device memory does not
     /// know.
@@ -200,7 +200,7 @@ impl fmt::Display for DestinationError {
                 write!(f, "page {index} of a {pages}-page migration")
             }
             Self::NotMigrating { index } => write!(f, "page {index} is not being migrated"),
-            Self::InUse => f.write_str("the device folio is mapped or referenced elsewhere"),
+            Self::InUse => f.write_str("the device folio is mapped already"),
             Self::ForeignPagemap => {
                 f.write_str("the device folio's pagemap is not in this device memory")
             }
@@ -408,8 +408,8 @@ impl<'m, 'a, P: Platform> Migration<'m, 'a, P, Collected> {
     }
 
     /// Gives page `index` the device folio `folio` as its destination (fresh from
-    /// [`alloc_locked`](devpriv_pagemap::DevicePagemap::alloc_locked): locked, one
-    /// reference, unmapped), replacing any destination set before. The migration owns
+    /// [`alloc_locked`](devpriv_pagemap::DevicePagemap::alloc_locked): locked and
+    /// mapped nowhere), replacing any destination set before. The migration owns
     /// it from now on. A 2 MiB folio goes at the first page of a collected 2 MiB page
     /// (or a 4 KiB page, whose migration then fails, as in Linux); 4 KiB folios may go
     /// at each of the 512 pages of a collected 2 MiB page, which splits it.

@@ -141,8 +141,9 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
         if let Err(e) = self.destination_allowed(index) {
             return Err((folio, e));
         }
-        // A fresh destination: only this handle's reference, mapped nowhere.
-        if folio.refcount() != 1 || folio.reverse_map().is_some() {
+        // A destination is mapped nowhere. (Its reference count says nothing: another
+        // CPU may hold a transient reference, trying a lock it will not get.)
+        if folio.reverse_map().is_some() {
             return Err((folio, DestinationError::InUse));
         }
         let known = self
