@@ -50,7 +50,7 @@ fn threads_migrate_fault_snapshot_and_evict_at_once() {
                     let va = BASE + page * KIB4;
                     let expect = last[page as usize].load(Ordering::Relaxed);
                     assert_eq!(cpu.read(va).unwrap(), expect, "page {page}");
-                    if rng.next() % 2 == 0 {
+                    if rng.next().is_multiple_of(2) {
                         let value = (t << 56) | (round << 16) | page;
                         cpu.write(va, value).unwrap();
                         last[page as usize].store(value, Ordering::Relaxed);
@@ -67,12 +67,12 @@ fn threads_migrate_fault_snapshot_and_evict_at_once() {
             while !done_r.load(Ordering::Relaxed) {
                 let first = rng.next() % PAGES;
                 let pages = 1 + rng.next() % 64.min(PAGES - first);
-                let device = if rng.next() % 2 == 0 {
+                let device = if rng.next().is_multiple_of(2) {
                     wr.device
                 } else {
                     wr.other
                 };
-                let compound = rng.next() % 4 == 0;
+                let compound = rng.next().is_multiple_of(4);
                 let s = wr.to_device(device, BASE + first * KIB4, pages * KIB4, compound);
                 counts_r[1].fetch_add(s.migrated, Ordering::Relaxed);
             }
@@ -82,7 +82,7 @@ fn threads_migrate_fault_snapshot_and_evict_at_once() {
         s.spawn(move || {
             let mut n = 0u64;
             while !done_e.load(Ordering::Relaxed) {
-                let device = if n % 2 == 0 { we.device } else { we.other };
+                let device = if n.is_multiple_of(2) { we.device } else { we.other };
                 n += 1;
                 let pm = device.pagemap();
                 let pages = pm.pages() as usize;
