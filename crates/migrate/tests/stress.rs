@@ -82,7 +82,11 @@ fn threads_migrate_fault_snapshot_and_evict_at_once() {
         s.spawn(move || {
             let mut n = 0u64;
             while !done_e.load(Ordering::Relaxed) {
-                let device = if n.is_multiple_of(2) { we.device } else { we.other };
+                let device = if n.is_multiple_of(2) {
+                    we.device
+                } else {
+                    we.other
+                };
                 n += 1;
                 let pm = device.pagemap();
                 let pages = pm.pages() as usize;

@@ -350,8 +350,11 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
     /// a CPU that wins a device page's lock always moves it, however many others fault
     /// on it at the same time.
     fn put_back_pinned(&mut self, space: &'m AddressSpace<'a, P>, table: &Table<P>, start: u64) {
-        for i in 0..self.src.len() {
+        let mut i = 0;
+        while i < self.src.len() {
             let w = self.src[i];
+            i += w.size().frames() as usize;
+            let i = i - w.size().frames() as usize;
             if !(w.is_valid() && w.is_migrating()) {
                 continue;
             }

@@ -235,31 +235,57 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
         match self.scope {
             Scope::Range { space, start, .. } => {
                 let table = space.table();
-                for i in 0..pages {
+                let mut i = 0;
+                while i < pages {
                     let va = start + ((i as u64) << 12);
-                    self.end_word(i, Some((space, &table, va)), &mut summary);
+                    i += self.end_word(i, Some((space, &table, va)), &mut summary);
                 }
                 // Entries went from non-present to present: publish them.
                 FlushBatch::new().finish(space.tlb());
             }
             Scope::Device { .. } => {
-                for i in 0..pages {
-                    match self.location(i) {
+                let mut i = 0;
+                while i < pages {
+                    i += match self.location(i) {
                         Some((space, va)) if self.src[i].is_valid() => {
                             let table = space.table();
-                            self.end_word(i, Some((space, &table, va)), &mut summary);
+                            let step = self.end_word(i, Some((space, &table, va)), &mut summary);
                             FlushBatch::new().finish(space.tlb());
+                            step
                         }
                         _ => self.end_word(i, None, &mut summary),
-                    }
+                    };
                 }
             }
         }
         summary
     }
 
-    /// Ends word `i`, whatever it holds.
-    fn end_word(&mut self, i: usize, place: Option<Place<'_, 'm, 'a, P>>, summary: &mut Summary) {
+    /// Ends word `i`, whatever it holds; returns how many words it covered (the 511
+    /// after a 2 MiB page are 0, and looked at only if a destination was set there).
+    fn end_word(
+        &mut self,
+        i: usize,
+        place: Option<Place<'_, 'm, 'a, P>>,
+        summary: &mut Summary,
+    ) -> usize {
+        let covered = (self.src[i].size().frames() as usize).min(self.src.len() - i);
+        self.end_one_word(i, place, summary);
+        if covered > 1 && self.inner_destinations {
+            for k in i + 1..i + covered {
+                self.release_destination(k);
+            }
+        }
+        covered
+    }
+
+    /// Ends word `i` alone.
+    fn end_one_word(
+        &mut self,
+        i: usize,
+        place: Option<Place<'_, 'm, 'a, P>>,
+        summary: &mut Summary,
+    ) {
         let s = self.src[i];
         if s.is_valid() {
             let pages = s.size().frames();

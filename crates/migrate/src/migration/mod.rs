@@ -252,6 +252,9 @@ pub(crate) struct Inner<'m, 'a, P: Platform> {
     pub(crate) fault: Option<&'m mut FaultPage<'a>>,
     /// Holes populated by `pages` (so that dropping undoes them).
     pub(crate) committed: bool,
+    /// A destination was set inside a 2 MiB source, past its first word: the end
+    /// must look at the 511 words after each 2 MiB source, not just skip them.
+    pub(crate) inner_destinations: bool,
     pub(crate) finished: bool,
 }
 
@@ -343,6 +346,7 @@ impl<'m, 'a, P: Platform> Migration<'m, 'a, P, Collected> {
             dst,
             fault,
             committed: false,
+            inner_destinations: false,
             finished: false,
         };
         inner.collect_range(start, end, select)?;
@@ -398,6 +402,7 @@ impl<'m, 'a, P: Platform> Migration<'m, 'a, P, Collected> {
             dst,
             fault: None,
             committed: false,
+            inner_destinations: false,
             finished: false,
         };
         inner.collect_devices();

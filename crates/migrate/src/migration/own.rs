@@ -110,8 +110,9 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
     }
 
     /// Whether a destination may be set for page `index`: its source is migrating, or
-    /// it is one of the 512 pages of a migrating 2 MiB source.
-    fn destination_allowed(&self, index: usize) -> Result<(), DestinationError> {
+    /// it is one of the 512 pages of a migrating 2 MiB source (which the end of the
+    /// migration is then told to look at).
+    fn destination_allowed(&mut self, index: usize) -> Result<(), DestinationError> {
         let pages = self.src.len();
         if index >= pages {
             return Err(DestinationError::IndexOutOfRange { index, pages });
@@ -124,6 +125,7 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
             let w = self.src[index - back];
             if w != MigratePfn::EMPTY {
                 return if w.is_compound() && w.is_migrating() {
+                    self.inner_destinations = true;
                     Ok(())
                 } else {
                     Err(DestinationError::NotMigrating { index })
