@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-use devpriv_pagemap::Folio;
+use devpriv_pagemap::{Folio, TryLockError};
 use devpriv_pte::{DeviceIndex, Entry, Pfn, SoftwareEntry, SoftwareKind};
 
 use crate::address_space::AddressSpace;
@@ -98,13 +98,13 @@ pub fn handle_fault<'a, P: Platform>(
                 .devices()
                 .lookup(index)
                 .map_err(|_| FaultError::BusError)?;
-            let Ok(folio) = page.try_get() else {
-                // Freed meanwhile: the entry is gone too.
-                return Ok(FaultOutcome::Retry);
-            };
-            let locked = match folio.trylock() {
+            let locked = match page.try_lock() {
                 Ok(locked) => locked,
-                Err(folio) => return Ok(FaultOutcome::Wait(WaitFor::DeviceFolio(folio.folio()))),
+                Err(TryLockError::Locked(folio)) => {
+                    return Ok(FaultOutcome::Wait(WaitFor::DeviceFolio(folio)));
+                }
+                // Freed meanwhile: the entry is gone too.
+                Err(_) => return Ok(FaultOutcome::Retry),
             };
             // Under the lock, the entry must still be this one.
             if slot.reload() != raw {

@@ -96,6 +96,25 @@ impl<'a> Page<'a> {
     /// frozen at zero: one being freed, or a 2 MiB folio in the middle of
     /// [`LockedFolio::split`] (Linux's `folio_ref_freeze` has the same effect).
     pub fn try_get(self) -> Result<FolioRef<'a>, FolioError> {
+        match self.try_get_with(false) {
+            Ok(folio) => Ok(FolioRef(folio)),
+            Err(TryLockError::Free) => Err(FolioError::NotAllocated),
+            Err(TryLockError::Overflow) => Err(FolioError::RefcountOverflow),
+            Err(TryLockError::Locked(_)) => unreachable!("no lock asked for"),
+        }
+    }
+
+    /// Takes a reference to the page's folio and its lock in one step (Linux's
+    /// `folio_try_get` + `folio_trylock`, with one atomic operation where those take
+    /// two): fails on a free folio, and on a locked one, which it names so that the
+    /// caller can wait for it.
+    pub fn try_lock(self) -> Result<LockedFolio<'a>, TryLockError<'a>> {
+        self.try_get_with(true).map(LockedFolio)
+    }
+
+    /// One reference more on the page's folio, and its lock too if `lock`.
+    #[inline]
+    fn try_get_with(self, lock: bool) -> Result<Folio<'a>, TryLockError<'a>> {
         loop {
             let (head, large) = self.resolve();
             let state = &head.meta().state;
@@ -104,16 +123,21 @@ impl<'a> Page<'a> {
                 continue; // the folio changed shape under us; resolve again
             }
             if w & word::ALLOCATED == 0 || word::refs(w) == 0 {
-                return Err(FolioError::NotAllocated);
+                return Err(TryLockError::Free);
             }
             if word::refs(w) == word::REF_MAX {
-                return Err(FolioError::RefcountOverflow);
+                return Err(TryLockError::Overflow);
             }
+            let folio = Folio::new(head, large);
+            if lock && w & word::LOCKED != 0 {
+                return Err(TryLockError::Locked(folio));
+            }
+            let new = (w + 1) | if lock { word::LOCKED } else { 0 };
             if state
-                .compare_exchange_weak(w, w + 1, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange_weak(w, new, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                return Ok(FolioRef(Folio::new(head, large)));
+                return Ok(folio);
             }
         }
     }
@@ -547,9 +571,32 @@ impl<'a> core::ops::Deref for LockedFolio<'a> {
 
 impl Drop for LockedFolio<'_> {
     fn drop(&mut self) {
-        self.0.unlock_bit();
-        self.0.put_owned();
+        // Unlock and put in one atomic operation.
+        let folio = self.0;
+        let old = folio.update(Ordering::AcqRel, |w| {
+            folio.check_allocated(w)?;
+            if w & word::LOCKED == 0 {
+                return Err(FolioError::NotAllocated);
+            }
+            Ok((w & !word::LOCKED) - 1)
+        });
+        match old {
+            Ok(w) if word::refs(w) == 1 => folio.free(),
+            Ok(_) => {}
+            Err(e) => panic!("{folio:?}: unlock and put of an owned lock failed: {e}"),
+        }
     }
+}
+
+/// Why [`Page::try_lock`] got neither reference nor lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TryLockError<'a> {
+    /// The folio is free (or being freed, or frozen for a split).
+    Free,
+    /// Someone else holds the lock: wait until `Folio::is_locked` is false.
+    Locked(Folio<'a>),
+    /// The reference count would overflow.
+    Overflow,
 }
 
 impl fmt::Debug for LockedFolio<'_> {

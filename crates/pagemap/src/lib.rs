@@ -62,7 +62,7 @@ pub use cache::{PAGE_CACHE_CAPACITY, PageCache};
 pub use error::{
     AllocError, FolioError, LookupError, RegisterError, ReverseMapError, UnregisterError,
 };
-pub use folio::{Folio, FolioRef, LockedFolio, Page, SplitError, SplitFolios};
+pub use folio::{Folio, FolioRef, LockedFolio, Page, SplitError, SplitFolios, TryLockError};
 #[cfg(not(loom))]
 pub use meta::METADATA_BYTES_PER_PAGE;
 pub use meta::{AddressSpaceId, DriverWord, PageMeta, ReverseMap};

@@ -28,6 +28,9 @@ struct Walk<'t, 'm, 'a, P: Platform> {
     vma: Vma,
     select: Select,
     batch: FlushBatch,
+    /// The last leaf attributes found to match the region (pages of a range mostly
+    /// share them), to skip the comparison.
+    matched: Option<<P::Format as devpriv_pte::PteFormat>::LeafAttributes>,
 }
 
 impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
@@ -52,6 +55,7 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
             vma,
             select,
             batch: FlushBatch::new(),
+            matched: None,
         };
         while let Some(slot) = cursor.next_slot() {
             self.collect_slot(&mut walk, &mut cursor, slot);
@@ -100,8 +104,14 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
                     }
                     return;
                 }
-                if size == PageSize::Size1GiB || !walk.vma.matches(&attrs) {
+                if size == PageSize::Size1GiB {
                     return;
+                }
+                if walk.matched != Some(attrs) {
+                    if !walk.vma.matches(&attrs) {
+                        return;
+                    }
+                    walk.matched = Some(attrs);
                 }
                 if size == PageSize::Size2MiB && !(compound && whole) {
                     self.split_mapping(walk, cursor, &slot, pfn);
@@ -259,7 +269,7 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
         if let Some(folio) = self.take_fault_folio(view) {
             return Some(folio);
         }
-        view.head().try_get().ok()?.trylock().ok()
+        view.head().try_lock().ok()
     }
 
     /// A 2 MiB device folio whose entry (now a migration entry, its reference adopted)

@@ -44,7 +44,20 @@ fn find_migration_entry<'t, P: Platform>(
     size: PageSize,
     target: PageTarget,
 ) -> Option<(devpriv_paging::Slot<'t, P::Format>, Remembered)> {
-    let slot = table.slot(va, size.level()).ok()?;
+    check_migration_entry::<P>(table.slot(va, size.level()).ok()?, va, size, target)
+}
+
+/// `slot`, if it is the entry of `size` at `va` and holds the migration entry for
+/// `target`.
+fn check_migration_entry<P: Platform>(
+    slot: devpriv_paging::Slot<'_, P::Format>,
+    va: u64,
+    size: PageSize,
+    target: PageTarget,
+) -> Option<(devpriv_paging::Slot<'_, P::Format>, Remembered)> {
+    if slot.va() != va || slot.level() != size.level() {
+        return None;
+    }
     let Ok(Entry::Software(sw)) = slot.entry() else {
         return None;
     };
@@ -119,6 +132,17 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
     /// migrates and has one, else its source again; or, if its migration entry is
     /// gone, abandons it. Releases what the migration held for it.
     pub(crate) fn end_page(&mut self, i: usize, place: Option<Place<'_, 'm, 'a, P>>) -> PageEnd {
+        self.end_page_in(i, place, None)
+    }
+
+    /// As [`end_page`](Self::end_page), with the slot at `place` already in hand
+    /// (from a walk of the range), if the caller has it.
+    fn end_page_in<'t>(
+        &mut self,
+        i: usize,
+        place: Option<Place<'t, 'm, 'a, P>>,
+        slot: Option<devpriv_paging::Slot<'t, P::Format>>,
+    ) -> PageEnd {
         let s = self.src[i];
         let d = self.dst[i];
         let size = s.size();
@@ -129,8 +153,11 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
             (Scope::Device { .. }, Some((space, _, va))) => space.vma(va),
             (Scope::Device { .. }, None) => None,
         };
-        let found =
-            place.and_then(|(_, table, va)| find_migration_entry::<P>(table, va, size, source));
+        let found = match (slot, place) {
+            (Some(slot), Some((_, _, va))) => check_migration_entry::<P>(slot, va, size, source),
+            (None, Some((_, table, va))) => find_migration_entry::<P>(table, va, size, source),
+            _ => None,
+        };
         let (Some((mut slot, remembered)), Some(vma)) = (found, vma) else {
             self.abandon(i, va);
             return PageEnd::Abandoned;
@@ -145,21 +172,15 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
                     // cleared below whatever happens.
                     let folio = unsafe { self.take_held(index) };
                     self.dst[i] = MigratePfn::EMPTY;
-                    let Ok(entry_ref) = folio.get() else {
-                        // No reference for the entry: the page stays where it was.
-                        drop(folio);
-                        return self.restore_source(i, slot, &vma, remembered, va);
-                    };
-                    if slot.replace(&new).is_err() {
-                        drop(entry_ref);
-                        drop(folio);
-                        self.abandon(i, va);
-                        return PageEnd::Abandoned;
-                    }
                     let (space, _, va) = place.expect("found implies placed");
                     folio.set_reverse_map(space.reverse_map(va));
-                    let _ = entry_ref.into_raw();
-                    drop(folio);
+                    if slot.replace(&new).is_err() {
+                        drop(folio);
+                        self.abandon(i, Some(va));
+                        return PageEnd::Abandoned;
+                    }
+                    // The migration's reference becomes the entry's.
+                    let _ = folio.unlock().into_raw();
                 }
                 PageTarget::System(_) => {
                     if slot.replace(&new).is_err() {
@@ -235,10 +256,31 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
         match self.scope {
             Scope::Range { space, start, .. } => {
                 let table = space.table();
+                // One walk of the range finds every entry (a cursor keeps its place in
+                // the last table, where a lookup per page would start at the root).
+                let mut cursor = table
+                    .cursor(start, (pages as u64) << 12)
+                    .expect("the range was checked at setup");
+                let mut next = cursor.next_slot();
                 let mut i = 0;
                 while i < pages {
                     let va = start + ((i as u64) << 12);
-                    i += self.end_word(i, Some((space, &table, va)), &mut summary);
+                    let mut slot = None;
+                    if self.src[i].is_valid() {
+                        if next.is_none() {
+                            next = cursor.next_slot();
+                        }
+                        while next
+                            .as_ref()
+                            .is_some_and(|s| s.va().wrapping_add(s.span() - 1) < va)
+                        {
+                            next = cursor.next_slot();
+                        }
+                        if next.as_ref().is_some_and(|s| s.va() == va) {
+                            slot = next.take();
+                        }
+                    }
+                    i += self.end_word(i, Some((space, &table, va)), slot, &mut summary);
                 }
                 // Entries went from non-present to present: publish them.
                 FlushBatch::new().finish(space.tlb());
@@ -249,11 +291,12 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
                     i += match self.location(i) {
                         Some((space, va)) if self.src[i].is_valid() => {
                             let table = space.table();
-                            let step = self.end_word(i, Some((space, &table, va)), &mut summary);
+                            let step =
+                                self.end_word(i, Some((space, &table, va)), None, &mut summary);
                             FlushBatch::new().finish(space.tlb());
                             step
                         }
-                        _ => self.end_word(i, None, &mut summary),
+                        _ => self.end_word(i, None, None, &mut summary),
                     };
                 }
             }
@@ -263,14 +306,15 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
 
     /// Ends word `i`, whatever it holds; returns how many words it covered (the 511
     /// after a 2 MiB page are 0, and looked at only if a destination was set there).
-    fn end_word(
+    fn end_word<'t>(
         &mut self,
         i: usize,
-        place: Option<Place<'_, 'm, 'a, P>>,
+        place: Option<Place<'t, 'm, 'a, P>>,
+        slot: Option<devpriv_paging::Slot<'t, P::Format>>,
         summary: &mut Summary,
     ) -> usize {
         let covered = (self.src[i].size().frames() as usize).min(self.src.len() - i);
-        self.end_one_word(i, place, summary);
+        self.end_one_word(i, place, slot, summary);
         if covered > 1 && self.inner_destinations {
             for k in i + 1..i + covered {
                 self.release_destination(k);
@@ -280,16 +324,17 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
     }
 
     /// Ends word `i` alone.
-    fn end_one_word(
+    fn end_one_word<'t>(
         &mut self,
         i: usize,
-        place: Option<Place<'_, 'm, 'a, P>>,
+        place: Option<Place<'t, 'm, 'a, P>>,
+        slot: Option<devpriv_paging::Slot<'t, P::Format>>,
         summary: &mut Summary,
     ) {
         let s = self.src[i];
         if s.is_valid() {
             let pages = s.size().frames();
-            match self.end_page(i, place) {
+            match self.end_page_in(i, place, slot) {
                 PageEnd::Migrated => summary.migrated += pages,
                 PageEnd::Restored => summary.restored += pages,
                 PageEnd::Abandoned => summary.abandoned += pages,
