@@ -13,7 +13,12 @@ use std::path::{Path, PathBuf};
 use crate::cli::{Args, cargo, repo_root, run_checked};
 
 /// Crates with criterion benches.
-const BENCH_CRATES: [&str; 3] = ["devpriv-pte", "devpriv-paging", "devpriv-pagemap"];
+const BENCH_CRATES: [&str; 4] = [
+    "devpriv-pte",
+    "devpriv-paging",
+    "devpriv-pagemap",
+    "devpriv-migrate",
+];
 
 /// One measured function: group (row), function id, mean time in nanoseconds.
 struct Measurement {

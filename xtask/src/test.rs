@@ -8,10 +8,11 @@ use crate::cli::{cargo, repo_root, run_checked};
 use crate::toolchain::{BARE_METAL_TARGETS, ensure_targets};
 
 /// The `no_std` library crates, built and linted for every bare-metal target.
-pub const NO_STD_CRATES: [&str; 4] = [
+pub const NO_STD_CRATES: [&str; 5] = [
     "devpriv-pte",
     "devpriv-paging",
     "devpriv-pagemap",
+    "devpriv-migrate",
     "devpriv-demo",
 ];
 

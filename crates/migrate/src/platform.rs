@@ -203,3 +203,73 @@ impl<const N: usize> Vmas for [Vma; N] {
         self.as_slice().find(va)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devpriv_pte::arch::aarch64::PageAttributes as Arm;
+    use devpriv_pte::arch::x86_64::PageAttributes as X86;
+
+    fn vma(writable: bool) -> Vma {
+        Vma::anonymous(
+            0x1000,
+            0x5000,
+            PageProperty {
+                writable,
+                user: true,
+                ..PageProperty::default()
+            },
+        )
+    }
+
+    fn matches_and_rebuilds<A: LeafAttributes>() {
+        let v = vma(true);
+        for (w, y, d) in [
+            (true, true, true),
+            (false, true, false),
+            (true, false, false),
+        ] {
+            let attrs: A = v.leaf_attributes(w, y, d);
+            assert!(v.matches(&attrs));
+            let p = attrs.property();
+            assert_eq!((p.writable, p.accessed), (w, y));
+        }
+        // Another memory type, kernel-only, or writable in a read-only region: no.
+        let other = A::from_property(PageProperty {
+            memory: devpriv_pte::MemoryType::Uncached,
+            ..v.property
+        });
+        assert!(!v.matches(&other));
+        let kernel = A::from_property(PageProperty {
+            user: false,
+            ..v.property
+        });
+        assert!(!v.matches(&kernel));
+        let ro = vma(false);
+        assert!(!ro.matches(&v.leaf_attributes::<A>(true, false, false)));
+        assert!(ro.matches(&ro.leaf_attributes::<A>(true, false, false)));
+        assert!(
+            !ro.leaf_attributes::<A>(true, true, true)
+                .property()
+                .writable
+        );
+    }
+
+    #[test]
+    fn leaf_attributes_match_their_region() {
+        matches_and_rebuilds::<X86>();
+        matches_and_rebuilds::<Arm>();
+    }
+
+    #[test]
+    fn regions() {
+        let v = vma(true);
+        assert!(v.contains(0x1000) && !v.contains(0x5000));
+        assert!(v.covers(0x1000, 0x5000) && !v.covers(0x1000, 0x6000) && !v.covers(0x2000, 0x2000));
+        assert_eq!(v.find(0x4fff), Some(v));
+        assert_eq!(v.find(0x5000), None);
+        let two = [v, Vma::anonymous(0x8000, 0x9000, v.property)];
+        assert_eq!(two.find(0x8000).map(|r| r.start), Some(0x8000));
+        assert_eq!(two[..].find(0x6000), None);
+    }
+}

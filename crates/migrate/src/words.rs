@@ -431,6 +431,30 @@ impl<L: HmmLayout> fmt::Debug for HmmPfn<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every word names what it was made from, with its flags, in both layouts.
+        #[test]
+        fn words_round_trip(number in 0u64..1 << 40, flags in 0u64..32, order in prop_oneof![Just(0u32), Just(9)], write: bool) {
+            let flags = flags & (MigratePfn::MIGRATE | MigratePfn::WRITE | MigratePfn::COMPOUND);
+            let s = MigratePfn::system(Pfn::new(number)).with(flags);
+            let d = MigratePfn::device(DeviceIndex::new(number)).with(flags);
+            prop_assert_eq!(s.target(), Some(PageTarget::System(Pfn::new(number))));
+            prop_assert_eq!(d.target(), Some(PageTarget::Device(DeviceIndex::new(number))));
+            prop_assert_eq!(s.raw() & MigratePfn::FLAGS & !MigratePfn::VALID, flags);
+            prop_assert_eq!(MigratePfn::of(PageTarget::Device(DeviceIndex::new(number))), MigratePfn::device(DeviceIndex::new(number)));
+            let hs = HmmPfn::<DevicePrivateSeries>::system(Pfn::new(number), write, order).unwrap();
+            prop_assert_eq!(hs.target(), Some(PageTarget::System(Pfn::new(number))));
+            prop_assert_eq!((hs.order(), hs.is_writable(), hs.is_device_private()), (order, write, false));
+            let hd = HmmPfn::<DevicePrivateSeries>::device(DeviceIndex::new(number), write, order).unwrap();
+            prop_assert_eq!(hd.target(), Some(PageTarget::Device(DeviceIndex::new(number))));
+            prop_assert_eq!((hd.order(), hd.is_writable(), hd.is_device_private()), (order, write, true));
+            let hm = HmmPfn::<Mainline>::system(Pfn::new(number), write, order).unwrap();
+            prop_assert_eq!(hm.target(), Some(PageTarget::System(Pfn::new(number))));
+            prop_assert_eq!(hm.order(), order);
+        }
+    }
 
     #[test]
     fn migrate_bits_are_linuxs() {

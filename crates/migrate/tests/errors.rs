@@ -119,6 +119,23 @@ fn fault_page_errors() {
                 dst: &mut dst,
             });
             assert_eq!(unselected.err(), Some(SetupError::FaultPageNotSelected));
+            let other_owner = Migration::setup(MigrateVma {
+                address_space: space,
+                start: address & !0xfff,
+                end: (address & !0xfff) + KIB4,
+                select: Select::DEVICE_PRIVATE,
+                owner: devpriv_pagemap::Owner::new(2),
+                fault: Some(fault.page()),
+                src: &mut src,
+                dst: &mut dst,
+            });
+            assert_eq!(
+                other_owner.err(),
+                Some(SetupError::OwnerMismatch {
+                    page: devpriv_pagemap::Owner::new(1),
+                    migration: devpriv_pagemap::Owner::new(2)
+                })
+            );
             // Lend it once, then try to lend it again.
             let mut src2 = vec![MigratePfn::EMPTY; 1];
             let mut dst2 = vec![MigratePfn::EMPTY; 1];

@@ -258,3 +258,36 @@ fn registry() {
         Err(RegistryError::NotRegistered { .. })
     ));
 }
+
+/// Device pages mapped in the upper half of an x86_64 address space are found again
+/// through their reverse maps (which keep addresses modulo the table's reach).
+#[test]
+fn upper_half_addresses_round_trip_through_reverse_maps() {
+    let w = world::<X86_64>(1024, 4096);
+    let high: u64 = 0xffff_8000_4000_0000;
+    let (space, mmu, tlb) = w.space_with_vma(3, Vma::anonymous(high, high + 4 * MIB2, rw()));
+    let spaces: &'static AddressSpaces<'static, P<X86_64>, 4> =
+        Box::leak(Box::new(AddressSpaces::new()));
+    spaces.register(space).unwrap();
+    let hw = World {
+        space,
+        mmu,
+        tlb,
+        vma: Vma::anonymous(high, high + 4 * MIB2, rw()),
+        ..w
+    };
+    // Populate through the CPU, then migrate to the device.
+    let cpu = hw.cpu();
+    for k in 0..8u64 {
+        cpu.write(high + k * KIB4, 0x1000 + k).unwrap();
+    }
+    hw.to_device(w.device, high, 8 * KIB4, false);
+    let pm = w.device.pagemap();
+    assert_eq!(pm.allocated_pages(), 8);
+    let summary = evict_all(&hw, spaces, w.device);
+    assert_eq!(summary.migrated, 8);
+    for k in 0..8u64 {
+        assert_eq!(cpu.read(high + k * KIB4).unwrap(), 0x1000 + k);
+    }
+    hw.assert_quiescent();
+}

@@ -782,3 +782,31 @@ fn callbacks_may_allocate_and_free() {
     drop(big.split().unwrap());
     assert_eq!(pm.allocated_pages(), 0);
 }
+
+#[test]
+fn try_lock_takes_a_reference_and_the_lock_at_once() {
+    let ops = Recorder::default();
+    let meta = metadata(1024);
+    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    assert_eq!(
+        pm.page(3).unwrap().try_lock().err(),
+        Some(TryLockError::Free)
+    );
+    let f = pm.alloc(PageSize::Size2MiB).unwrap();
+    // Through a tail page: the whole folio, one more reference, locked.
+    let tail = pm.page(f.head().number() + 9).unwrap();
+    let locked = tail.try_lock().unwrap();
+    assert_eq!(locked.folio(), f.folio());
+    assert_eq!(f.refcount(), 2);
+    assert!(f.is_locked());
+    // Locked: the error names the folio to wait for, and takes no reference.
+    assert_eq!(tail.try_lock().err(), Some(TryLockError::Locked(f.folio())));
+    assert_eq!(f.refcount(), 2);
+    drop(locked);
+    assert_eq!(f.refcount(), 1);
+    assert!(!f.is_locked());
+    drop(f);
+    assert_eq!(pm.allocated_pages(), 0);
+}

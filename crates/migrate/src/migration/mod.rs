@@ -116,6 +116,13 @@ pub enum SetupError {
     FaultPageNotLocked,
     /// A fault page was given without [`Select::DEVICE_PRIVATE`].
     FaultPageNotSelected,
+    /// The fault page belongs to a pagemap of another owner than the migration's.
+    OwnerMismatch {
+        /// The fault page's pagemap owner.
+        page: Owner,
+        /// The migration's owner.
+        migration: Owner,
+    },
     /// A device index range for eviction is not in one pagemap.
     UnknownIndex {
         /// The first index that is not.
@@ -150,6 +157,12 @@ impl fmt::Display for SetupError {
             Self::FaultPageNotSelected => {
                 f.write_str("a fault page needs the device-private selection")
             }
+            Self::OwnerMismatch { page, migration } => write!(
+                f,
+                "the fault page belongs to owner {:#x}, the migration to {:#x}",
+                page.value(),
+                migration.value()
+            ),
             Self::UnknownIndex { index } => {
                 write!(f, "{index:?} is not a page of a registered pagemap")
             }
@@ -263,6 +276,33 @@ pub(crate) struct Inner<'m, 'a, P: Platform> {
 /// Steps out of order do not compile; dropping a migration before
 /// [`finalize`](Migration::finalize) restores every entry it changed and releases every
 /// page it holds.
+///
+/// ```compile_fail
+/// # fn f<P: devpriv_migrate::Platform>(m: devpriv_migrate::Migration<'_, '_, P>) {
+/// m.finalize(); // a collected migration must commit (`pages`) first
+/// # }
+/// ```
+///
+/// ```compile_fail
+/// # fn f<P: devpriv_migrate::Platform>(m: devpriv_migrate::Migration<'_, '_, P, devpriv_migrate::Committed>) {
+/// let _ = m.pages(); // committed once: no second commit
+/// # }
+/// ```
+///
+/// ```compile_fail
+/// # fn f<P: devpriv_migrate::Platform>(m: devpriv_migrate::Migration<'_, '_, P, devpriv_migrate::Committed>, pfn: devpriv_pte::Pfn) {
+/// let mut m = m;
+/// // destinations are set before the commit point
+/// m.set_system_destination(0, pfn, devpriv_pte::PageSize::Size4KiB);
+/// # }
+/// ```
+///
+/// ```
+/// # fn f<P: devpriv_migrate::Platform>(m: devpriv_migrate::Migration<'_, '_, P>) {
+/// let summary = m.pages().finalize(); // the order that compiles
+/// # let _ = summary;
+/// # }
+/// ```
 pub struct Migration<'m, 'a, P: Platform, S: Stage = Collected> {
     inner: Inner<'m, 'a, P>,
     stage: PhantomData<S>,
@@ -328,11 +368,18 @@ impl<'m, 'a, P: Platform> Migration<'m, 'a, P, Collected> {
                     address: fault.address(),
                 });
             }
-            if fault.folio.is_none() {
+            let Some(folio) = &fault.folio else {
                 return Err(SetupError::FaultPageNotLocked);
-            }
+            };
             if !select.contains(Select::DEVICE_PRIVATE) {
                 return Err(SetupError::FaultPageNotSelected);
+            }
+            let page = folio.pagemap().owner();
+            if page != owner {
+                return Err(SetupError::OwnerMismatch {
+                    page,
+                    migration: owner,
+                });
             }
         }
         src.fill(MigratePfn::EMPTY);
