@@ -20,7 +20,7 @@ pub enum WaitFor<'a> {
     /// A device folio's lock (a migration or another fault holds it): wait until
     /// [`Folio::is_locked`] is false.
     DeviceFolio(Folio<'a>),
-    /// A system frame's lock ([`SystemMemory::try_lock`]), held by a migration of it or
+    /// A system frame's lock ([`SystemMemory::try_lock`](crate::SystemMemory::try_lock)), held by a migration of it or
     /// a device-exclusive hand-over: wait until the kernel's lock of `pfn` is free.
     SystemFrame(Pfn),
 }

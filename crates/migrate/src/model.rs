@@ -8,10 +8,10 @@
 //!   locks, pinned frames, a zero page, an allocation budget and 2 MiB allocation
 //!   failures on cue.
 //! * [`ModelPlatform`] — the platform: software-MMU tables in a
-//!   [`Memory`](devpriv_paging::model::Memory), the [`Mmu`](devpriv_paging::model::Mmu)
+//!   [`Memory`], the [`Mmu`]
 //!   behind a [`Shootdown`] as TLB, [`SystemRam`] as system memory.
 //! * [`Cpu`] — loads and stores through the MMU; a fault on a software entry runs
-//!   [`handle_fault_spinning`](crate::handle_fault_spinning), a fault on an empty slot
+//!   [`handle_fault_spinning`], a fault on an empty slot
 //!   maps a fresh zeroed page (the kernel's anonymous fault).
 
 use std::collections::HashSet;
