@@ -36,11 +36,17 @@ use devpriv_pte::{
 };
 
 use crate::devices::DeviceMemory;
+use crate::migration::split_block;
 use crate::notifier::{
     IntervalNotifier, InvalidateEvent, InvalidationWindow, NotifierError, Notifiers, SubscriptionId,
 };
 use crate::platform::{Platform, Vma, Vmas};
-use crate::sync::{Mutex, ReadGuard, RwLock, WriteGuard};
+use crate::sync::{Mutex, ReadGuard, RwLock, WriteGuard, spin_wait};
+
+/// How often [`AddressSpace::unmap`] and [`AddressSpace::protect`] split a 2 MiB entry
+/// that an edge of their range cuts through before they give up with
+/// [`PagingError::PartialBlock`] (the page stayed busy, or kept being mapped whole).
+const BLOCK_SPLIT_RETRIES: u32 = 64;
 
 /// What an [`AddressSpace`] is built from.
 pub struct AddressSpaceParts<'a, P: Platform> {
@@ -194,6 +200,10 @@ impl<'a, P: Platform> AddressSpace<'a, P> {
     /// [`PagingError::PartialBlock`]), after notifying the devices (event
     /// [`Unmap`](InvalidateEvent::Unmap)), under the exclusive lock.
     ///
+    /// A 2 MiB entry the range cuts through — a present page of system memory or a
+    /// device-private page — is split first (entry, and frame or folio), as Linux splits
+    /// a huge page that `munmap` cuts; the pages outside the range stay mapped.
+    ///
     /// Device-private entries give their folio reference back, so a device page that no
     /// entry maps any more is freed. Migration entries are dropped: the migration that
     /// wrote them notices and abandons those pages, releasing what it held. Every other
@@ -206,16 +216,47 @@ impl<'a, P: Platform> AddressSpace<'a, P> {
         len: u64,
         mut removed: impl FnMut(RemovedEntry<P::Format>),
     ) -> Result<(), AddressSpaceError> {
-        let mut table = self.table.write();
-        let _window =
-            self.notifiers
-                .invalidate(va, va.saturating_add(len), InvalidateEvent::Unmap, None);
-        table
-            .unmap_with(va, len, &mut self.table_frames(), &self.tlb, |entry| {
-                release_removed(self.devices, entry, &mut removed)
-            })?
-            .flush(&self.tlb);
-        Ok(())
+        self.with_blocks_split(va, len, |table| {
+            let _window =
+                self.notifiers
+                    .invalidate(va, va.saturating_add(len), InvalidateEvent::Unmap, None);
+            table
+                .unmap_with(va, len, &mut self.table_frames(), &self.tlb, |entry| {
+                    release_removed(self.devices, entry, &mut removed)
+                })?
+                .flush(&self.tlb);
+            Ok(())
+        })
+    }
+
+    /// Runs `change` under the exclusive lock once no 2 MiB entry straddles an edge of
+    /// `[va, va + len)`: such an entry (system memory, or a device-private page) is
+    /// split first, by [`split_block`]. A split can lose a race (the page was busy, or
+    /// was mapped whole again meanwhile): `change` then fails with
+    /// [`PagingError::PartialBlock`] having changed nothing, and the split is retried.
+    fn with_blocks_split<T>(
+        &self,
+        va: u64,
+        len: u64,
+        mut change: impl FnMut(&mut TableWrite<'_, P>) -> Result<T, AddressSpaceError>,
+    ) -> Result<T, AddressSpaceError> {
+        let mut tries = 0;
+        loop {
+            for edge in [va, va.saturating_add(len)] {
+                split_block(self, edge);
+            }
+            let mut table = self.write();
+            match change(&mut table) {
+                Err(AddressSpaceError::Paging(PagingError::PartialBlock { .. }))
+                    if tries < BLOCK_SPLIT_RETRIES =>
+                {
+                    tries += 1;
+                    drop(table);
+                    spin_wait();
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Makes `[va, va + len)` read-only (`writable == false`) or writable, after
@@ -225,9 +266,21 @@ impl<'a, P: Platform> AddressSpace<'a, P> {
     /// Present leaves change their writable bit. When write access goes away, the
     /// software entries follow: device-private and migration entries become read-only
     /// ones, and a device-exclusive entry is revoked — the page is mapped again,
-    /// read-only. The range must not cut through a 2 MiB entry.
+    /// read-only. A 2 MiB entry the range cuts through is split first (as for
+    /// [`unmap`](Self::unmap)).
     pub fn protect(&self, va: u64, len: u64, writable: bool) -> Result<(), AddressSpaceError> {
-        let table = self.table.write();
+        self.with_blocks_split(va, len, |table| {
+            self.protect_locked(table, va, len, writable)
+        })
+    }
+
+    fn protect_locked(
+        &self,
+        table: &mut TableWrite<'_, P>,
+        va: u64,
+        len: u64,
+        writable: bool,
+    ) -> Result<(), AddressSpaceError> {
         let _window =
             self.notifiers
                 .invalidate(va, va.saturating_add(len), InvalidateEvent::Protect, None);

@@ -36,6 +36,39 @@ pub const RAM_FIRST_PFN: u64 = 0x10_0000;
 /// 64-bit words in a 4 KiB frame.
 pub const FRAME_WORDS: usize = 512;
 
+/// `frames` frames of zeroed atomic words. Outside loom they come from one zeroed
+/// allocation, which the host backs lazily: a big simulated memory costs only the frames
+/// a test touches.
+pub fn zeroed_frames(frames: usize) -> Vec<[AtomicU64; FRAME_WORDS]> {
+    #[cfg(not(loom))]
+    {
+        use std::alloc::{Layout, alloc_zeroed, handle_alloc_error};
+        if frames == 0 {
+            return Vec::new();
+        }
+        let layout =
+            Layout::array::<[AtomicU64; FRAME_WORDS]>(frames).expect("a frame count that fits");
+        // SAFETY: the layout has a non-zero size (frames > 0). All-zero bytes are a
+        // valid `AtomicU64` (it has the size and bit validity of `u64`), so the
+        // allocation holds `frames` initialized elements; it comes from the global
+        // allocator with exactly the layout of a `Vec` of that capacity, so the `Vec`
+        // may own and free it.
+        unsafe {
+            let ptr = alloc_zeroed(layout).cast::<[AtomicU64; FRAME_WORDS]>();
+            if ptr.is_null() {
+                handle_alloc_error(layout);
+            }
+            Vec::from_raw_parts(ptr, frames, frames)
+        }
+    }
+    #[cfg(loom)]
+    {
+        (0..frames)
+            .map(|_| core::array::from_fn(|_| AtomicU64::new(0)))
+            .collect()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FrameState {
     Free,
@@ -56,6 +89,10 @@ struct RamState {
     fail_large: u32,
     zero_page: Option<u64>,
     next_small: usize,
+    /// The 2 MiB chunk after the last one handed out: the next search starts there.
+    next_large: usize,
+    /// Whether allocations hand out poisoned (dirty) memory.
+    poison: bool,
 }
 
 /// System memory in host memory (see the module documentation).
@@ -77,9 +114,7 @@ impl SystemRam {
     /// `frames` frames of zeroed RAM, all free, from [`RAM_FIRST_PFN`].
     pub fn new(frames: usize) -> Self {
         Self {
-            words: (0..frames)
-                .map(|_| core::array::from_fn(|_| AtomicU64::new(0)))
-                .collect(),
+            words: zeroed_frames(frames),
             state: Mutex::new(RamState {
                 frames: std::vec![FrameState::Free; frames],
                 locked: std::vec![false; frames],
@@ -89,6 +124,8 @@ impl SystemRam {
                 fail_large: 0,
                 zero_page: None,
                 next_small: 0,
+                next_large: 0,
+                poison: true,
             }),
         }
     }
@@ -149,6 +186,14 @@ impl SystemRam {
         } else {
             state.pinned.remove(&pfn.number());
         }
+    }
+
+    /// Whether allocations hand out poisoned memory (`0xdeadbeef...` in every word, the
+    /// default: a driver that forgets to copy or clear is caught) or leave the old bytes
+    /// (for benchmarks of the migration bookkeeping, where poisoning would be most of
+    /// the work).
+    pub fn set_poisoning(&self, poison: bool) {
+        self.state.lock().unwrap().poison = poison;
     }
 
     /// Allocates a zeroed frame and makes it the zero page.
@@ -220,11 +265,15 @@ impl SystemMemory for SystemRam {
         }
         let frames = state.frames.len();
         let first = if large {
-            (0..frames / 512).map(|c| c * 512).find(|&c| {
+            let chunks = frames / 512;
+            let start = state.next_large;
+            let c = (0..chunks).map(|k| (start + k) % chunks * 512).find(|&c| {
                 state.frames[c..c + 512]
                     .iter()
                     .all(|f| *f == FrameState::Free)
-            })?
+            })?;
+            state.next_large = (c / 512 + 1) % chunks;
+            c
         } else {
             let start = state.next_small;
             let i = (0..frames)
@@ -244,7 +293,9 @@ impl SystemMemory for SystemRam {
             state.live += 1;
         }
         // Hand out dirty memory: the driver must copy or clear.
-        for f in 0..size.frames() as usize {
+        let poison = state.poison;
+        drop(state);
+        for f in (0..size.frames() as usize).take_while(|_| poison) {
             for word in &self.words[first + f] {
                 word.store(0xdead_beef_dead_beef, Ordering::Relaxed);
             }
@@ -470,7 +521,8 @@ impl<'s, 'm, F: PagingFormat> Cpu<'s, 'm, F> {
 }
 
 /// The kernel's anonymous-memory fault at `va`: an empty slot gets a fresh zeroed page
-/// (writable if the region is); a write to a read-only page of a writable region makes
+/// (writable if the region is), or the zero page read-only for a read when
+/// [`SystemRam::make_zero_page`] made one; a write to the zero page gets a fresh page; a write to a read-only page of a writable region makes
 /// it writable. `false` if no region holds `va` or the write is not allowed. This is
 /// the `fault_in` callback of [`snapshot`](crate::snapshot) and
 /// [`make_device_exclusive`](crate::make_device_exclusive) in host tests.
@@ -491,6 +543,11 @@ pub fn anonymous_fault<F: PagingFormat>(
     match lookup {
         Ok((_, Entry::Absent)) => {
             let ram = space.system();
+            if let (false, Some(zero)) = (write, ram.zero_page()) {
+                // A read maps the shared zero page, read-only (do_anonymous_page).
+                let _ = space.map_page(page, zero, PageSize::Size4KiB, false);
+                return true;
+            }
             let Some(pfn) = ram.allocate(PageSize::Size4KiB) else {
                 return false;
             };
@@ -512,6 +569,24 @@ pub fn anonymous_fault<F: PagingFormat>(
             let Ok(mut slot) = table.slot(page, level) else {
                 return true;
             };
+            let ram = space.system();
+            if size == PageSize::Size4KiB && Some(pfn) == ram.zero_page() {
+                // A write to the zero page gets a page of its own (copy on write).
+                let Some(fresh) = ram.allocate(PageSize::Size4KiB) else {
+                    return false;
+                };
+                ram.fill(fresh, PageSize::Size4KiB, |_| 0);
+                let new = Entry::Leaf {
+                    pfn: fresh,
+                    size,
+                    attrs: vma.leaf_attributes(true, true, true),
+                };
+                match slot.replace_break_before_make(&new, space.tlb()) {
+                    Ok(flush) => flush.flush(space.tlb()),
+                    Err(_) => ram.free(fresh, PageSize::Size4KiB),
+                }
+                return true;
+            }
             let new = Entry::Leaf {
                 pfn,
                 size,

@@ -13,7 +13,7 @@ use devpriv_pte::{
 use crate::address_space::AddressSpace;
 use crate::fault::{FaultOutcome, WaitFor, handle_fault};
 use crate::notifier::{NotifierError, SubscriptionId};
-use crate::platform::Platform;
+use crate::platform::{Platform, Vma};
 use crate::words::{DevicePrivateSeries, HmmLayout, HmmPfn};
 
 /// A range to snapshot (Linux's `struct hmm_range`).
@@ -171,6 +171,8 @@ fn walk<'a, P: Platform, L: HmmLayout>(
     let mut cursor = table
         .cursor(from, range.end - from)
         .map_err(SnapshotError::Paging)?;
+    // The region of the last page looked at: one lookup per region, not per page.
+    let mut region: Option<Vma> = None;
     while let Some(slot) = cursor.next_slot() {
         let es = slot.va();
         let last = es.wrapping_add(slot.span() - 1);
@@ -184,16 +186,25 @@ fn walk<'a, P: Platform, L: HmmLayout>(
             let fault = request.has(HmmPfn::<L>::REQ_FAULT);
             let write = fault && request.has(HmmPfn::<L>::REQ_WRITE);
             let offset = (va - es) >> 12;
-            let word = match page_word::<P, L>(
-                space,
-                range.owner,
-                entry,
-                slot.level().leaf_size(),
-                offset,
-                fault,
-                write,
-                va,
-            ) {
+            if !region.is_some_and(|r| r.contains(va)) {
+                region = space.vma(va);
+            }
+            let word = match region {
+                // No region, or one the CPU may not read: whatever the table holds,
+                // the page cannot be had (Linux checks the VMA before the entries).
+                None if fault => return Ok(Some((va, Need::Fail))),
+                None => Ok(HmmPfn::error()),
+                Some(vma) => page_word::<P, L>(
+                    space,
+                    range.owner,
+                    entry,
+                    slot.level().leaf_size(),
+                    offset,
+                    (fault, write),
+                    &vma,
+                ),
+            };
+            let word = match word {
                 Ok(word) => word,
                 Err(need) => return Ok(Some((va, need))),
             };
@@ -209,33 +220,18 @@ fn walk<'a, P: Platform, L: HmmLayout>(
     Ok(None)
 }
 
-/// The word for page `offset` of an entry, or what it needs first.
-#[allow(clippy::too_many_arguments)]
+/// The word for page `offset` of an entry in region `vma`, or what it needs first.
+/// `request` is (fault, write).
 fn page_word<'a, P: Platform, L: HmmLayout>(
     space: &AddressSpace<'a, P>,
     owner: Option<Owner>,
     entry: Result<Entry<P::Format>, devpriv_pte::DecodeError>,
     size: Option<PageSize>,
     offset: u64,
-    fault: bool,
-    write: bool,
-    va: u64,
+    (fault, write): (bool, bool),
+    vma: &Vma,
 ) -> Result<HmmPfn<L>, Need<'a>> {
     let order = size.map_or(0, PageSize::order);
-    let absent = |space: &AddressSpace<'a, P>| {
-        if space.vma(va).is_none() {
-            return if fault {
-                Err(Need::Fail)
-            } else {
-                Ok(HmmPfn::error())
-            };
-        }
-        if fault {
-            Err(Need::Kernel(write))
-        } else {
-            Ok(HmmPfn::none())
-        }
-    };
     match entry {
         Err(_) => {
             if fault {
@@ -244,13 +240,20 @@ fn page_word<'a, P: Platform, L: HmmLayout>(
                 Ok(HmmPfn::error())
             }
         }
-        Ok(Entry::Absent) | Ok(Entry::Table { .. }) => absent(space),
+        Ok(Entry::Absent) | Ok(Entry::Table { .. }) => {
+            if fault {
+                Err(Need::Kernel(write))
+            } else {
+                Ok(HmmPfn::none())
+            }
+        }
         Ok(Entry::Leaf { pfn, attrs, .. }) => {
             let writable = attrs.property().writable;
             if write && !writable {
-                return match space.vma(va) {
-                    Some(v) if v.property.writable => Err(Need::Kernel(true)),
-                    _ => Err(Need::Fail),
+                return if vma.property.writable {
+                    Err(Need::Kernel(true))
+                } else {
+                    Err(Need::Fail)
                 };
             }
             HmmPfn::system(Pfn::new(pfn.number() + offset), writable, order).ok_or(Need::Fail)

@@ -125,6 +125,61 @@ fn every_kind_aarch64() {
 }
 
 /// A page in the middle of a migration is busy when it is asked for.
+/// A page the table maps but no region holds (the kernel shrank the region, or made it
+/// inaccessible, and the caller looks before the table is cleaned) reads ERROR: the
+/// region is looked at before the entry, as Linux looks at the VMA.
+#[test]
+fn the_region_comes_before_the_entry() {
+    /// A memory map of one region, `[BASE, end)`, whose end can move.
+    struct Shrinking(std::sync::atomic::AtomicU64);
+    impl Vmas for Shrinking {
+        fn find(&self, va: u64) -> Option<Vma> {
+            let end = self.0.load(std::sync::atomic::Ordering::Relaxed);
+            (BASE..end)
+                .contains(&va)
+                .then(|| Vma::anonymous(BASE, end, rw()))
+        }
+    }
+    let w = world::<X86_64>(16, 4096);
+    let map: &'static Shrinking = Box::leak(Box::new(Shrinking((BASE + 2 * KIB4).into())));
+    let (space, _mmu, _tlb) = w.space_with_vmas(5, map);
+    for va in [BASE, BASE + KIB4] {
+        let pfn = w.ram.allocate(devpriv_pte::PageSize::Size4KiB).unwrap();
+        space
+            .map_page(va, pfn, devpriv_pte::PageSize::Size4KiB, true)
+            .unwrap();
+    }
+    map.0
+        .store(BASE + KIB4, std::sync::atomic::Ordering::Relaxed);
+    let mut pfns = vec![W::none(); 2];
+    let mut range = HmmRange {
+        start: BASE,
+        end: BASE + 2 * KIB4,
+        pfns: &mut pfns,
+        default_flags: W::none(),
+        pfn_flags_mask: W::none(),
+        owner: None,
+    };
+    snapshot(space, &mut range, &mut fault_in(space)).unwrap();
+    assert!(pfns[0].is_valid());
+    assert_eq!(pfns[1], W::error());
+    let mut range = HmmRange {
+        start: BASE,
+        end: BASE + 2 * KIB4,
+        pfns: &mut pfns,
+        default_flags: W::from_raw(W::REQ_FAULT),
+        pfn_flags_mask: W::none(),
+        owner: None,
+    };
+    assert_eq!(
+        snapshot(space, &mut range, &mut fault_in(space)),
+        Err(SnapshotError::Fault { va: BASE + KIB4 })
+    );
+    map.0
+        .store(BASE + 2 * KIB4, std::sync::atomic::Ordering::Relaxed);
+    w.unmap(space, BASE, 2 * KIB4);
+}
+
 #[test]
 fn migration_entries_are_busy() {
     let w = world::<X86_64>(16, 4096);

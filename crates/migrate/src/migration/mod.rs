@@ -15,6 +15,7 @@
 //!
 //! See `docs/migrate.md` for the rules each step follows.
 
+mod block;
 mod collect;
 mod commit;
 mod evict;
@@ -35,6 +36,7 @@ use crate::platform::{Platform, Vma};
 use crate::registry::AddressSpaceLookup;
 use crate::words::{MigratePfn, PageTarget, Select};
 
+pub(crate) use block::split_block;
 pub use evict::Evict;
 
 /// A migration whose pages are collected: the driver now allocates destinations and

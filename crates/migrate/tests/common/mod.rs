@@ -426,6 +426,19 @@ impl<F: PagingFormat> World<F> {
         &'static Mmu<'static, F>,
         &'static Shootdown<'static, F>,
     ) {
+        self.space_with_vmas(id, Box::leak(Box::new(vma)))
+    }
+
+    /// Another address space whose memory map is `vmas`.
+    pub fn space_with_vmas(
+        &self,
+        id: u32,
+        vmas: &'static dyn Vmas,
+    ) -> (
+        &'static Space<F>,
+        &'static Mmu<'static, F>,
+        &'static Shootdown<'static, F>,
+    ) {
         let mut frames = self.memory;
         let root = if F::is_root_level(Level::L4) {
             Level::L4
@@ -436,7 +449,6 @@ impl<F: PagingFormat> World<F> {
         let mmu: &'static Mmu<'static, F> =
             Box::leak(Box::new(Mmu::new(self.memory, table.root(), root)));
         let tlb: &'static Shootdown<'static, F> = Box::leak(Box::new(Shootdown::new(mmu)));
-        let vmas: &'static Vma = Box::leak(Box::new(vma));
         let space = Box::leak(Box::new(AddressSpace::new(AddressSpaceParts {
             id: devpriv_pagemap::AddressSpaceId::new(id).unwrap(),
             table,
