@@ -6,11 +6,14 @@ use core::fmt;
 
 use devpriv_pagemap::Owner;
 use devpriv_paging::{PageTable, PagingError};
-use devpriv_pte::{Entry, LeafAttributes, Level, PageSize, Pfn, SoftwareEntry, SoftwareKind};
+use devpriv_pte::{
+    Entry, LeafAttributes, Level, MigrationAccess, PageSize, Pfn, SoftwareEntry, SoftwareKind,
+};
 
 use crate::address_space::AddressSpace;
 use crate::devices::FaultError;
 use crate::fault::{FaultOutcome, WaitFor, handle_fault};
+use crate::migration::split_huge_page;
 use crate::notifier::InvalidateEvent;
 use crate::platform::{Platform, SystemMemory};
 
@@ -125,36 +128,42 @@ pub fn make_device_exclusive<'a, P: Platform>(
                 if attrs.property().writable && vma.matches(&attrs) =>
             {
                 if size == PageSize::Size2MiB {
-                    split_huge(space, &table, va & !((1 << 21) - 1), pfn)?;
+                    drop(table);
+                    split_huge_page(space, va);
                     continue;
                 }
                 if size != PageSize::Size4KiB {
                     return Err(ExclusiveError::Unstable { va });
                 }
-                if !system.try_lock(pfn) {
-                    return Err(ExclusiveError::Busy(WaitFor::SystemFrame(pfn)));
-                }
+                // The entry changes first, then the frame is locked: while the
+                // device-exclusive entry maps it nothing can free it (locking a frame
+                // read without a lock could lock one already freed).
                 let window =
                     space.invalidate(va, va + 4096, InvalidateEvent::Exclusive, Some(owner));
-                let replaced = table.slot(va, Level::L1).ok().and_then(|mut slot| {
-                    if !matches!(slot.entry(), Ok(Entry::Leaf { pfn: p, .. }) if p == pfn) {
+                let leaf = Entry::Leaf { pfn, size, attrs };
+                let exclusive =
+                    Entry::Software(SoftwareEntry::new(SoftwareKind::DeviceExclusive { pfn }));
+                let claimed = table.slot(va, Level::L1).ok().and_then(|mut slot| {
+                    if slot.entry() != Ok(leaf) {
                         return None;
                     }
-                    let exclusive =
-                        Entry::Software(SoftwareEntry::new(SoftwareKind::DeviceExclusive { pfn }));
-                    slot.replace(&exclusive).ok()
+                    slot.replace(&exclusive).ok().map(|flush| (slot, flush))
                 });
-                drop(window);
-                match replaced {
-                    Some(flush) => {
-                        flush.flush(space.tlb());
-                        return Ok(ExclusivePage { system, pfn, va });
-                    }
-                    None => {
-                        system.unlock(pfn);
-                        continue;
-                    }
+                let Some((mut slot, flush)) = claimed else {
+                    drop(window);
+                    continue;
+                };
+                flush.flush(space.tlb());
+                if !system.try_lock(pfn) {
+                    // A migration or another hand-over holds the frame: put it back.
+                    slot.replace(&leaf)
+                        .expect("an entry only this call changes under the shared lock")
+                        .ignore();
+                    drop(window);
+                    return Err(ExclusiveError::Busy(WaitFor::SystemFrame(pfn)));
                 }
+                drop(window);
+                return Ok(ExclusivePage { system, pfn, va });
             }
             Entry::Software(sw)
                 if matches!(
@@ -183,36 +192,16 @@ pub fn make_device_exclusive<'a, P: Platform>(
     Err(ExclusiveError::Unstable { va })
 }
 
-/// Splits the present 2 MiB mapping at `va` (and its frame `pfn`) into 4 KiB pages.
-fn split_huge<P: Platform>(
-    space: &AddressSpace<'_, P>,
-    table: &PageTable<P::Format, P::Mapper>,
-    va: u64,
-    pfn: Pfn,
-) -> Result<(), ExclusiveError<'static>> {
-    let system = space.system();
-    if !system.try_lock(pfn) {
-        return Err(ExclusiveError::Busy(WaitFor::SystemFrame(pfn)));
-    }
-    match table.split(va, &mut space.table_frames(), space.tlb()) {
-        Ok(flush) => {
-            flush.flush(space.tlb());
-            system.split(pfn);
-            for k in 0..512 {
-                system.unlock(Pfn::new(pfn.number() + k));
-            }
-            Ok(())
-        }
-        Err(e) => {
-            system.unlock(pfn);
-            Err(ExclusiveError::Paging(e))
-        }
-    }
-}
-
 /// A CPU touched the device-exclusive entry for `pfn` at `va` (`level`): notify the
 /// devices (event [`Clear`](InvalidateEvent::Clear)) and map the page again, writable
-/// and dirty (Linux's `restore_exclusive_pte`).
+/// and dirty (Linux's `restore_exclusive_pte`), once the driver no longer holds the
+/// frame's lock.
+///
+/// The entry is claimed before the frame is locked — replaced by a migration entry,
+/// which other CPUs wait on — so that the frame locked is one an entry still maps,
+/// never one another CPU restored, unmapped and freed after this one read the entry.
+/// If the driver still holds the frame, the device-exclusive entry goes back and the
+/// CPU waits.
 pub(crate) fn restore_exclusive<'a, P: Platform>(
     space: &AddressSpace<'a, P>,
     table: &PageTable<P::Format, P::Mapper>,
@@ -221,40 +210,50 @@ pub(crate) fn restore_exclusive<'a, P: Platform>(
     pfn: Pfn,
 ) -> FaultOutcome<'a> {
     let system = space.system();
-    if !system.try_lock(pfn) {
-        return FaultOutcome::Wait(WaitFor::SystemFrame(pfn));
-    }
     let Some((vma, size)) = space.vma(va).zip(level.leaf_size()) else {
-        system.unlock(pfn);
         return FaultOutcome::NotDevicePrivate;
     };
+    let claim = Entry::Software(SoftwareEntry::new(SoftwareKind::Migration {
+        access: MigrationAccess::Write,
+        pfn,
+        young: true,
+        dirty: true,
+    }));
+    let Some(mut slot) = table.slot(va, level).ok().filter(|slot| {
+        matches!(
+            slot.entry(),
+            Ok(Entry::Software(SoftwareEntry {
+                kind: SoftwareKind::DeviceExclusive { pfn: p },
+                ..
+            })) if p == pfn
+        )
+    }) else {
+        return FaultOutcome::Retry;
+    };
+    let Ok(exclusive) = slot.entry() else {
+        return FaultOutcome::Retry;
+    };
+    match slot.replace(&claim) {
+        // Neither entry was present: nothing to flush.
+        Ok(flush) => flush.ignore(),
+        Err(_) => return FaultOutcome::Retry,
+    }
+    if !system.try_lock(pfn) {
+        slot.replace(&exclusive)
+            .expect("an entry only this call changes under the shared lock")
+            .ignore();
+        return FaultOutcome::Wait(WaitFor::SystemFrame(pfn));
+    }
     let window = space.invalidate(va, va + size.bytes(), InvalidateEvent::Clear, None);
     let leaf = Entry::Leaf {
         pfn,
         size,
         attrs: vma.leaf_attributes(true, true, true),
     };
-    let restored = table.slot(va, level).ok().and_then(|mut slot| {
-        let still = matches!(
-            slot.entry(),
-            Ok(Entry::Software(SoftwareEntry {
-                kind: SoftwareKind::DeviceExclusive { pfn: p },
-                ..
-            })) if p == pfn
-        );
-        if still {
-            slot.replace(&leaf).ok()
-        } else {
-            None
-        }
-    });
+    slot.replace(&leaf)
+        .expect("an entry only this call changes under the shared lock")
+        .ignore();
     drop(window);
     system.unlock(pfn);
-    match restored {
-        Some(flush) => {
-            flush.flush(space.tlb());
-            FaultOutcome::Resolved
-        }
-        None => FaultOutcome::Retry,
-    }
+    FaultOutcome::Resolved
 }

@@ -597,7 +597,20 @@ pub fn anonymous_fault<F: PagingFormat>(
             }
             true
         }
-        // Software entries devpriv did not resolve (swap, markers, poison): no swap here.
+        // devpriv's own entries appeared since the caller looked (a migration or a
+        // device took the page): the access retries, and its fault goes to devpriv.
+        Ok((
+            _,
+            Entry::Software(devpriv_pte::SoftwareEntry {
+                kind:
+                    devpriv_pte::SoftwareKind::Migration { .. }
+                    | devpriv_pte::SoftwareKind::DeviceMigration { .. }
+                    | devpriv_pte::SoftwareKind::DevicePrivate { .. }
+                    | devpriv_pte::SoftwareKind::DeviceExclusive { .. },
+                ..
+            }),
+        )) => true,
+        // Swap entries, markers, poison: no swap here.
         _ => false,
     }
 }

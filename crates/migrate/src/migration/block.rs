@@ -21,9 +21,15 @@ const NO_DEVICE: Owner = Owner::new(0);
 /// all 512 pages back as 4 KiB entries. A page that is busy (locked by a migration or
 /// fault) is left whole; callers look again and retry.
 pub(crate) fn split_block<P: Platform>(space: &AddressSpace<'_, P>, va: u64) {
-    if va & (PageSize::Size2MiB.bytes() - 1) == 0 {
-        return;
+    if va & (PageSize::Size2MiB.bytes() - 1) != 0 {
+        split_huge_page(space, va);
     }
+}
+
+/// Splits the 2 MiB entry that maps `va` (a present page of system memory or a
+/// device-private page) into 512 4 KiB entries, and the frame or folio behind it; any
+/// other entry is left alone, and so is a page that is busy.
+pub(crate) fn split_huge_page<P: Platform>(space: &AddressSpace<'_, P>, va: u64) {
     let page = va & !0xfff;
     let (select, owner) = match space.read().lookup(page) {
         Ok((Level::L2, Entry::Leaf { .. })) => (Select::SYSTEM, NO_DEVICE),

@@ -9,7 +9,7 @@ use devpriv_pte::{
     SoftwareEntry, SoftwareKind,
 };
 
-use super::split::split_device;
+use super::split::{split_device, split_system};
 use super::{Inner, Scope, SetupError};
 use crate::address_space::AddressSpace;
 use crate::address_space::entries::{access_of_device, access_of_leaf};
@@ -114,7 +114,7 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
                     walk.matched = Some(attrs);
                 }
                 if size == PageSize::Size2MiB && !(compound && whole) {
-                    self.split_mapping(walk, cursor, &slot, pfn);
+                    self.split_mapping(walk, cursor, slot, pfn, attrs);
                     return;
                 }
                 self.collect_system(walk, cursor, slot, pfn, size, attrs);
@@ -195,43 +195,84 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
         }
     }
 
-    /// Splits a present 2 MiB mapping of system memory (and the frame behind it) so
-    /// that its pages are collected one by one.
+    /// A present 2 MiB mapping of system memory that only partly lies in the range (or
+    /// the range does not take 2 MiB pages whole): the entry becomes a migration entry
+    /// (claiming the page), the frame is locked, then the entry and the frame are split;
+    /// the pages in the range are collected, the others get their 4 KiB leaves back.
     fn split_mapping<'t>(
         &mut self,
         walk: &mut Walk<'t, 'm, 'a, P>,
         cursor: &mut Cursor<'t, P::Format, P::Mapper>,
-        slot: &Slot<'t, P::Format>,
+        slot: Slot<'t, P::Format>,
         pfn: Pfn,
+        attrs: <P::Format as devpriv_pte::PteFormat>::LeafAttributes,
     ) {
-        if !self.system.try_lock(pfn) {
+        let es = slot.va();
+        let leaf = Entry::Leaf {
+            pfn,
+            size: PageSize::Size2MiB,
+            attrs,
+        };
+        let Some(mut slot) = self.claim_system(walk, cursor, slot, pfn, leaf) else {
+            return;
+        };
+        // The block may still be cached: it must be invalidated before a table takes
+        // its place (break-before-make).
+        core::mem::take(&mut walk.batch).finish(walk.space.tlb());
+        if !split_system(walk.space, walk.table, es, pfn) {
+            // No table frame for the split: the page stays whole, and stays.
+            put_back(&mut slot, &leaf);
+            self.system.unlock(pfn);
             return;
         }
-        match cursor.split(slot, &mut walk.space.table_frames(), walk.space.tlb()) {
-            Ok(flush) => {
-                walk.batch.add(flush);
-                self.system.split(pfn);
-                for k in 0..512 {
-                    self.system.unlock(Pfn::new(pfn.number() + k));
+        let writable = attrs.property().writable;
+        for k in 0..512u64 {
+            let va = es + (k << 12);
+            let piece = Pfn::new(pfn.number() + k);
+            if (walk.start..walk.end).contains(&va) {
+                let mut word = MigratePfn::system(piece).with(MigratePfn::MIGRATE);
+                if writable {
+                    word = word.with(MigratePfn::WRITE);
                 }
+                self.src[Self::word(walk.start, va)] = word;
+            } else {
+                let mut slot = walk
+                    .table
+                    .slot(va, Level::L1)
+                    .expect("the table the split just made");
+                put_back(
+                    &mut slot,
+                    &Entry::Leaf {
+                        pfn: piece,
+                        size: PageSize::Size4KiB,
+                        attrs,
+                    },
+                );
+                self.system.unlock(piece);
             }
-            Err(_) => self.system.unlock(pfn),
         }
     }
 
-    /// Collects one present system page (4 KiB, or 2 MiB whole).
-    fn collect_system<'t>(
+    /// Claims the present page `leaf` (of frame `pfn`) in `slot`: replaces it by a
+    /// migration entry, then locks the frame. Returns the slot, holding the migration
+    /// entry, with the frame locked; `None` if the entry changed meanwhile (the cursor
+    /// looks again) or the frame is locked by someone else (the leaf is put back).
+    ///
+    /// The entry goes first: once the compare-exchange succeeds the migration entry
+    /// maps the frame, so nothing can free it, and only then is it locked. Locking
+    /// first would lock a frame read from an entry without a lock — one another CPU may
+    /// have unmapped and freed meanwhile.
+    fn claim_system<'t>(
         &mut self,
         walk: &mut Walk<'t, 'm, 'a, P>,
         cursor: &mut Cursor<'t, P::Format, P::Mapper>,
         mut slot: Slot<'t, P::Format>,
         pfn: Pfn,
-        size: PageSize,
-        attrs: <P::Format as devpriv_pte::PteFormat>::LeafAttributes,
-    ) {
-        if !self.system.try_lock(pfn) {
-            return;
-        }
+        leaf: Entry<P::Format>,
+    ) -> Option<Slot<'t, P::Format>> {
+        let Entry::Leaf { attrs, .. } = leaf else {
+            unreachable!("claim_system of a present page");
+        };
         let p = attrs.property();
         let entry = Entry::Software(SoftwareEntry::new(SoftwareKind::Migration {
             access: access_of_leaf(p.writable),
@@ -240,24 +281,46 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
             dirty: p.dirty,
         }));
         match slot.replace(&entry) {
-            Ok(flush) => {
-                walk.batch.add(flush);
-                let mut word = MigratePfn::system(pfn).with(MigratePfn::MIGRATE);
-                if p.writable {
-                    word = word.with(MigratePfn::WRITE);
-                }
-                if size == PageSize::Size2MiB {
-                    word = word.with(MigratePfn::COMPOUND);
-                }
-                self.src[Self::word(walk.start, slot.va())] = word;
-            }
+            Ok(flush) => walk.batch.add(flush),
             Err(ReplaceError::Raced { .. }) => {
-                // The hardware set accessed or dirty meanwhile: look again.
-                self.system.unlock(pfn);
+                // The hardware set accessed or dirty meanwhile, or the page went: look
+                // again.
                 cursor.rewind(&slot);
+                return None;
             }
-            Err(_) => self.system.unlock(pfn),
+            Err(_) => return None,
         }
+        if !self.system.try_lock(pfn) {
+            // A device-exclusive hand-over or another migration holds the frame.
+            put_back(&mut slot, &leaf);
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// Collects one present system page (4 KiB, or 2 MiB whole).
+    fn collect_system<'t>(
+        &mut self,
+        walk: &mut Walk<'t, 'm, 'a, P>,
+        cursor: &mut Cursor<'t, P::Format, P::Mapper>,
+        slot: Slot<'t, P::Format>,
+        pfn: Pfn,
+        size: PageSize,
+        attrs: <P::Format as devpriv_pte::PteFormat>::LeafAttributes,
+    ) {
+        let va = slot.va();
+        let leaf = Entry::Leaf { pfn, size, attrs };
+        if self.claim_system(walk, cursor, slot, pfn, leaf).is_none() {
+            return;
+        }
+        let mut word = MigratePfn::system(pfn).with(MigratePfn::MIGRATE);
+        if attrs.property().writable {
+            word = word.with(MigratePfn::WRITE);
+        }
+        if size == PageSize::Size2MiB {
+            word = word.with(MigratePfn::COMPOUND);
+        }
+        self.src[Self::word(walk.start, va)] = word;
     }
 
     /// The device folio `view`, referenced and try-locked (or the fault page's, whose
@@ -397,4 +460,14 @@ pub(crate) fn device_migration_entry<F: devpriv_pte::PteFormat>(
         },
         side,
     })
+}
+
+/// Puts `entry` back in `slot`, over the migration entry the caller wrote there. Nothing
+/// else changes a migration entry while its migration holds the address space's shared
+/// lock (unmap and protect take it exclusively; hardware does not write non-present
+/// entries), so this cannot fail; the old entry was not present, so nothing is flushed.
+fn put_back<F: devpriv_paging::PagingFormat>(slot: &mut Slot<'_, F>, entry: &Entry<F>) {
+    slot.replace(entry)
+        .expect("a migration entry only its migration changes")
+        .ignore();
 }

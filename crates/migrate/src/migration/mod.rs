@@ -36,7 +36,7 @@ use crate::platform::{Platform, Vma};
 use crate::registry::AddressSpaceLookup;
 use crate::words::{MigratePfn, PageTarget, Select};
 
-pub(crate) use block::split_block;
+pub(crate) use block::{split_block, split_huge_page};
 pub use evict::Evict;
 
 /// A migration whose pages are collected: the driver now allocates destinations and
