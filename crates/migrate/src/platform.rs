@@ -69,6 +69,8 @@ pub trait SystemMemory {
     /// Tries to lock the frame (the 2 MiB frame, if `pfn` starts one that is still
     /// whole): `false` if someone else holds the lock. A migration holds it from
     /// collection to the end, a device-exclusive hand-over until the driver drops it.
+    /// devpriv locks only frames that an entry it has just claimed (replaced by
+    /// compare-exchange) maps, so the frame is allocated and stays so while locked.
     /// Default: always succeeds (a kernel without page locks relies on the migration
     /// entry alone).
     fn try_lock(&self, pfn: Pfn) -> bool {
