@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: run every criterion bench and print one summary table.
+//! `cargo xtask bench`: run every criterion bench and the testdev throughput sweep, and
+//! print one summary table.
 //!
 //! Convention (see docs/benchmarks.md): each criterion group is one row; inside a group
 //! the function `devpriv` is our code, a function named `devpriv-<variant>` is another
@@ -46,6 +47,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
         command.arg("--");
         command.args(&args.positional);
         run_checked(&mut command)?;
+        let wanted = args.positional.is_empty()
+            || args
+                .positional
+                .iter()
+                .any(|f| "throughput".contains(f.as_str()));
+        if wanted {
+            // The testdev sweep is not a criterion bench: it writes its own table.
+            run_checked(cargo().args(["bench", "-p", "devpriv-testdev", "--bench", "throughput"]))?;
+        }
     }
     let measurements = collect(&criterion_dir)?;
     if measurements.is_empty() {
@@ -61,6 +71,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
          (Linux struct page)",
         devpriv_pagemap::METADATA_BYTES_PER_PAGE
     );
+    let throughput = repo_root().join("target").join("testdev-throughput.md");
+    if let Ok(sweep) = std::fs::read_to_string(&throughput) {
+        let _ = writeln!(
+            table,
+            "\nmigration throughput (devpriv-testdev, memcpy copy engine vs bookkeeping alone):\n\n{sweep}"
+        );
+    }
     print!("{table}");
     let out = repo_root().join("target").join("bench-summary.md");
     std::fs::write(&out, &table).map_err(|e| format!("could not write {}: {e}", out.display()))?;

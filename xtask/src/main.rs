@@ -3,7 +3,9 @@
 //! - `test`: every check CI runs (format, lints for three targets, host tests, loom
 //!   models, bare-metal builds, QEMU boots), with one summary line per step.
 //! - `qemu`: build and boot the example kernels.
-//! - `bench`: run the criterion benches and print one summary table.
+//! - `bench`: run the criterion benches and the testdev throughput sweep, and print
+//!   one summary table.
+//! - `testdev`: a readable run of the simulated device and the throughput sweep.
 //! - `pte`: decode and encode raw page-table entries.
 
 mod bench;
@@ -11,6 +13,7 @@ mod cli;
 mod pte_tool;
 mod qemu;
 mod test;
+mod testdev;
 mod toolchain;
 
 use std::process::ExitCode;
@@ -26,6 +29,8 @@ commands:
   bench [--summary] [FILTER]
                             run the benchmarks and print one summary table
                             (--summary: only print the table from the last run)
+  testdev [--full]          a transcript of one run of the simulated device, then the
+                            migration throughput sweep (--full: up to 256 MiB)
   pte decode --arch ARCH --level N [--json] HEX
   pte encode --arch ARCH --level N --kind KIND (--pfn|--index|--offset) VALUE
              [--young] [--dirty] [--exclusive] [--uffd-wp] [--soft-dirty]
@@ -42,6 +47,7 @@ fn main() -> ExitCode {
         "test" => test::run(rest),
         "qemu" => qemu::run(rest),
         "bench" => bench::run(rest),
+        "testdev" => testdev::run(rest),
         "pte" => pte_tool::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
