@@ -78,7 +78,7 @@ fn scenario() {
 
     step(
         1,
-        "mmap 4 MiB and write a pattern with the CPU (1024 page faults)",
+        "mmap 4 MiB and populate it with a pattern (1024 pages of RAM)",
     );
     let va = process.mmap(LEN, Prot::ReadWrite);
     process
