@@ -14,10 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{Args, cargo, parse_number, repo_root, run_checked};
 
-/// The start of the demo's summary line (`devpriv_demo::report::SUMMARY_PREFIX`).
-pub const SUMMARY_PREFIX: &str = "devpriv-demo: summary";
-/// How a passing summary line ends (`devpriv_demo::report::PASS_MARKER`).
-pub const PASS_MARKER: &str = "result=PASS";
+pub use devpriv_demo::report::{EXIT_PREFIX, PASS_MARKER, SUMMARY_PREFIX};
 
 /// Seconds a boot may take under software emulation before it counts as hung.
 const TCG_TIMEOUT_SECS: u64 = 60;
@@ -72,8 +69,9 @@ impl KernelArch {
         }
     }
 
-    /// The QEMU exit status that means the kernel reported success: x86_64 writes 0x10
-    /// to isa-debug-exit (status `(0x10 << 1) | 1`), aarch64 exits 0 by semihosting.
+    /// The QEMU exit status of a kernel that finished: x86_64 writes 0x10 to
+    /// isa-debug-exit (status `(0x10 << 1) | 1`); aarch64 powers off with PSCI
+    /// `SYSTEM_OFF` (status 0) after its result line, which is then the verdict.
     pub fn success_status(self) -> i32 {
         match self {
             Self::X86_64 => 33,
@@ -81,11 +79,12 @@ impl KernelArch {
         }
     }
 
-    /// The status that means the kernel reported failure.
-    pub fn failure_status(self) -> i32 {
+    /// The status that means the kernel reported failure (aarch64: none; its result
+    /// line says so).
+    pub fn failure_status(self) -> Option<i32> {
         match self {
-            Self::X86_64 => 35,
-            Self::Aarch64 => 1,
+            Self::X86_64 => Some(35),
+            Self::Aarch64 => None,
         }
     }
 
@@ -103,12 +102,7 @@ impl KernelArch {
                 "-device",
                 "isa-debug-exit,iobase=0xf4,iosize=0x04",
             ],
-            Self::Aarch64 => vec![
-                "-machine",
-                "virt",
-                "-semihosting-config",
-                "enable=on,target=native",
-            ],
+            Self::Aarch64 => vec!["-machine", "virt"],
         };
         args.extend([
             "-m",
@@ -167,10 +161,26 @@ impl Boot {
                 self.elapsed.as_secs_f64()
             ));
         };
+        let result = self
+            .transcript
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix(EXIT_PREFIX));
         match status.code() {
-            Some(code) if code == arch.success_status() => Ok(()),
-            Some(code) if code == arch.failure_status() => Err(format!(
-                "{}: the kernel reported failure (QEMU status {code})",
+            Some(code) if code == arch.success_status() && result == Some("PASS") => Ok(()),
+            Some(code)
+                if Some(code) == arch.failure_status()
+                    || (code == arch.success_status() && result == Some("FAIL")) =>
+            {
+                Err(format!(
+                    "{}: the kernel reported failure (QEMU status {code}, `{EXIT_PREFIX}{}`)",
+                    arch.name(),
+                    result.unwrap_or("?")
+                ))
+            }
+            Some(code) if code == arch.success_status() => Err(format!(
+                "{}: QEMU exited with status {code} but the kernel printed no `{EXIT_PREFIX}` \
+                 line (it stopped early)",
                 arch.name()
             )),
             _ => Err(format!(
@@ -191,8 +201,23 @@ pub fn summary_line(transcript: &str) -> Option<&str> {
         .find(|l| l.starts_with(SUMMARY_PREFIX))
 }
 
-/// Ok with the summary line if `transcript` has a passing one.
+/// Ok with the summary line if `transcript` has a passing one, every step line of the
+/// demo (`step N: title`, parts 1–4) and no failed check.
 pub fn check_transcript(transcript: &str) -> Result<&str, String> {
+    let lines: Vec<&str> = transcript.lines().map(str::trim).collect();
+    let missing: Vec<String> = devpriv_demo::scenario::expected_step_lines()
+        .map(|(n, title)| format!("step {n}: {title}"))
+        .filter(|want| !lines.contains(&want.as_str()))
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(format!(
+            "{} expected line(s) missing, the first `{first}`",
+            missing.len()
+        ));
+    }
+    if let Some(failed) = lines.iter().find(|l| l.starts_with("FAIL ")) {
+        return Err(format!("a check failed: `{failed}`"));
+    }
     match summary_line(transcript) {
         Some(line) if line.ends_with(PASS_MARKER) => Ok(line),
         Some(line) => Err(format!("the demo did not pass: {line}")),
@@ -651,13 +676,53 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
         assert_eq!(backports_stanza("", "bookworm"), None);
     }
 
+    /// Every step line of a full run, then `tail`.
+    fn transcript_with(tail: &str) -> String {
+        let mut t: String = devpriv_demo::scenario::expected_step_lines()
+            .map(|(n, title)| format!("step {n}: {title}\r\n  ok   something\n"))
+            .collect();
+        t.push_str(tail);
+        t.replace('\r', "")
+    }
+
     #[test]
-    fn transcripts_pass_only_with_a_passing_summary() {
-        let pass = "boot\r\ndevpriv-demo: summary arch=x86_64 checks=20/20 faults=11 result=PASS\n";
-        assert!(check_transcript(&pass.replace('\r', "")).is_ok());
+    fn transcripts_pass_only_with_every_step_and_a_passing_summary() {
+        let pass = "devpriv-demo: summary arch=x86_64 checks=20/20 faults=11 result=PASS\n";
+        assert!(check_transcript(&transcript_with(pass)).is_ok());
         let fail = "devpriv-demo: summary arch=x86_64 checks=19/20 faults=11 result=FAIL\n";
-        assert!(check_transcript(fail).is_err());
+        assert!(check_transcript(&transcript_with(fail)).is_err());
         assert!(check_transcript("devpriv-kernel: panic: oops\n").is_err());
+        // A passing summary is not enough: a missing step or a failed check fails.
+        let without_step_3 = transcript_with(pass).replace("step 3:", "stage 3:");
+        let err = check_transcript(&without_step_3).unwrap_err();
+        assert!(err.contains("step 3:"), "{err}");
+        let with_failure = transcript_with(&format!("  FAIL a check\n{pass}"));
+        assert!(check_transcript(&with_failure).is_err());
+    }
+
+    #[test]
+    fn the_aarch64_verdict_is_its_result_line() {
+        use std::os::unix::process::ExitStatusExt;
+        let boot = |transcript: &str| Boot {
+            arch: KernelArch::Aarch64,
+            transcript: transcript.to_string(),
+            status: Some(ExitStatus::from_raw(0)),
+            elapsed: Duration::from_secs(1),
+        };
+        assert!(
+            boot("devpriv-kernel: exit result=PASS\n")
+                .exit_verdict()
+                .is_ok()
+        );
+        let fail = boot("devpriv-kernel: exit result=FAIL\n")
+            .exit_verdict()
+            .unwrap_err();
+        assert!(fail.contains("reported failure"), "{fail}");
+        let early = boot("devpriv-kernel: panic\n").exit_verdict().unwrap_err();
+        assert!(
+            early.contains("no `devpriv-kernel: exit result=` line"),
+            "{early}"
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::frames::FrameSource;
 use crate::platform::{Console, Platform};
 use crate::report::Stats;
 use crate::resolve::{EntryReport, Request, Resolver, SystemMemory};
+use crate::stack::{Stack, StackFault};
 use crate::tables::LiveTables;
 
 /// The kind of access that faulted.
@@ -120,6 +121,8 @@ pub struct Demo<P: Platform, A: FrameSource, R: Resolver> {
     pub resolver: R,
     /// Counters for the summary.
     pub stats: Stats,
+    /// The devpriv stack, once built: faults in its workload region go to it.
+    stack: Option<Stack<P>>,
     expectation: Option<Expectation>,
     hits: u32,
     quiet: bool,
@@ -134,6 +137,7 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
             frames,
             resolver,
             stats: Stats::default(),
+            stack: None,
             expectation: None,
             hits: 0,
             quiet: false,
@@ -162,9 +166,78 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
         core::mem::take(&mut self.hits)
     }
 
+    /// Sends faults in the stack's workload region to the stack from now on.
+    pub fn attach_stack(&mut self, stack: Stack<P>) {
+        self.stack = Some(stack);
+    }
+
+    /// The stack, if attached.
+    pub fn stack(&self) -> Option<Stack<P>> {
+        self.stack
+    }
+
+    /// A fault in the stack's region: devpriv-migrate decides.
+    fn stack_fault(&mut self, stack: Stack<P>, fault: Fault) -> Outcome {
+        let expected = self.expectation.is_some_and(|e| e.matches(&fault));
+        let quiet = self.quiet;
+        let before = stack
+            .space()
+            .read()
+            .lookup(fault.address & !0xfff)
+            .map(|(level, entry)| (level, entry.kind_name()));
+        let platform = &self.platform;
+        let mut out = Console::new(platform, quiet || !expected);
+        let (level, kind) = before.unwrap_or((Level::L1, "unreadable"));
+        let _ = write!(
+            out,
+            "  fault: {} at {:#x} ({}): level {} {kind} entry: ",
+            fault.access,
+            fault.address,
+            fault.cause,
+            level.number()
+        );
+        if !expected {
+            let _ = writeln!(
+                Console::new(platform, false),
+                "  fault: {} at {:#x} ({}): UNEXPECTED level {} {kind} entry in the                  workload region (expected {:?})",
+                fault.access,
+                fault.address,
+                fault.cause,
+                level.number(),
+                self.expectation
+            );
+            return Outcome::Fail;
+        }
+        let what = stack.handle_fault(fault.address, fault.access == Access::Write);
+        let _ = writeln!(
+            out,
+            "{}",
+            match what {
+                Some(StackFault::Resolved) =>
+                    "devpriv-migrate resolved it (migrate_to_ram, or exclusive access revoked)",
+                Some(StackFault::Retry) => "it changed meanwhile; retry",
+                Some(StackFault::CompletedInFlight) =>
+                    "a migration holds the page: its completion ran, retry",
+                Some(StackFault::Anonymous) => "anonymous memory: a fresh zeroed frame",
+                None => "NOT RESOLVED",
+            }
+        );
+        match what {
+            Some(_) => {
+                self.stats.devpriv_migrate += 1;
+                self.hits += 1;
+                Outcome::Resume
+            }
+            None => Outcome::Fail,
+        }
+    }
+
     /// Handles `fault`; see the module documentation for the steps.
     pub fn handle_fault(&mut self, fault: Fault) -> Outcome {
         self.stats.faults += 1;
+        if let Some(stack) = self.stack.filter(|s| s.owns(fault.address)) {
+            return self.stack_fault(stack, fault);
+        }
         let Self {
             platform,
             tables,

@@ -17,6 +17,13 @@
 //! - [`scenario`]: the transcript the kernels print — present encodings honoured by the
 //!   MMU, device-private, migration and device-exclusive entries resolved on real faults,
 //!   and a summary line ([`report::SUMMARY_PREFIX`]).
+//! - [`stack`]: part 4, the whole devpriv stack on the real MMU — a device pagemap
+//!   (devpriv-pagemap) over memory the CPU does not map, a workload address space, and
+//!   migrations, faults, exclusive access and eviction through devpriv-migrate; the
+//!   fault handler sends faults in the workload's region there.
+//! - `kernel` (bare-metal targets only): what both kernels do the same way — memory set
+//!   aside, image sections, the device memory carved out, the boot-stack guard page,
+//!   the start of the demo.
 //! - [`platform`], [`frames`], [`cell`]: what a kernel supplies (console, TLB flush,
 //!   instruction-cache sync), a bump frame allocator, and the cell that holds the demo
 //!   state for the trap handler and detects nested faults.
@@ -36,11 +43,14 @@ pub mod device;
 pub mod fault;
 pub mod frames;
 pub mod image;
+#[cfg(target_os = "none")]
+pub mod kernel;
 pub mod layout;
 pub mod platform;
 pub mod report;
 pub mod resolve;
 pub mod scenario;
+pub mod stack;
 pub mod tables;
 
 pub use cell::TryCell;

@@ -7,12 +7,13 @@ use devpriv_paging::{PagingFormat, TlbInvalidate};
 
 /// The architecture-specific operations the demo needs. Each example kernel implements
 /// it in a few lines (`platform.rs` in the kernel crates).
-pub trait Platform {
+pub trait Platform: 'static {
     /// The page-table entry format the MMU reads.
     type Format: PagingFormat;
 
-    /// TLB maintenance (devpriv-paging's `X86_64Tlb` / `Aarch64Tlb` in the kernels).
-    type Tlb: TlbInvalidate;
+    /// TLB maintenance (devpriv-paging's `X86_64Tlb` / `Aarch64Tlb` in the kernels),
+    /// made from nothing (the devpriv stack's address space holds its own).
+    type Tlb: TlbInvalidate + Default + Send + Sync;
 
     /// The architecture's name as the transcript prints it (`x86_64`, `aarch64`).
     const NAME: &'static str;

@@ -7,6 +7,9 @@ use core::fmt;
 pub const SUMMARY_PREFIX: &str = "devpriv-demo: summary";
 /// How a passing summary line ends.
 pub const PASS_MARKER: &str = "result=PASS";
+/// The kernels' last line before they power off: followed by `PASS` or `FAIL`. On
+/// aarch64, where power-off (PSCI `SYSTEM_OFF`) carries no status, it is the verdict.
+pub const EXIT_PREFIX: &str = "devpriv-kernel: exit result=";
 
 /// What the demo counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,6 +28,9 @@ pub struct Stats {
     pub migration: u32,
     /// Device-exclusive entries resolved.
     pub device_exclusive: u32,
+    /// Faults in the workload region that devpriv-migrate (or the anonymous fault)
+    /// handled.
+    pub devpriv_migrate: u32,
 }
 
 impl Stats {
@@ -51,7 +57,7 @@ impl fmt::Display for Summary<'_> {
         write!(
             f,
             "{SUMMARY_PREFIX} arch={} checks={}/{} faults={} present={} device-private={} \
-             migration={} device-exclusive={} result={}",
+             migration={} device-exclusive={} devpriv-migrate={} result={}",
             self.arch,
             s.checks_passed,
             s.checks_passed + s.checks_failed,
@@ -60,6 +66,7 @@ impl fmt::Display for Summary<'_> {
             s.device_private,
             s.migration,
             s.device_exclusive,
+            s.devpriv_migrate,
             if s.passed() { "PASS" } else { "FAIL" }
         )
     }

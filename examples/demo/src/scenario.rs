@@ -15,7 +15,8 @@
 //! 3. The round trip of a device-private fault, timed over many pages with the
 //!    handler's transcript muted (a figure worth reading only under hardware
 //!    virtualisation; under TCG it measures QEMU).
-//! 4. A summary line with the counts ([`crate::report::SUMMARY_PREFIX`]).
+//! 4. With the devpriv stack attached: the stack's own part ([`crate::stack::steps`]).
+//! 5. A summary line with the counts ([`crate::report::SUMMARY_PREFIX`]).
 
 use core::fmt::{self, Write};
 
@@ -127,30 +128,49 @@ fn write(va: u64, value: u64) {
     unsafe { (va as *mut u64).write_volatile(value) }
 }
 
+/// The titles of parts 1–3, in order (`cargo xtask qemu` checks each `step N: title`
+/// line).
+pub const STEPS: [&str; 10] = [
+    "write to a read-only page",
+    "instruction fetch from a no-execute page",
+    "accessed and dirty",
+    "a 2 MiB block",
+    "device-private write entries at level 1",
+    "a device-private write entry at level 2 (2 MiB)",
+    "migration entries",
+    "a device-private migration entry",
+    "a device-exclusive entry",
+    "device-private fault round trips, timed",
+];
+
+/// Every `step N: title` line a full run prints: parts 1–3, then the stack's part 4.
+pub fn expected_step_lines() -> impl Iterator<Item = (usize, &'static str)> {
+    STEPS
+        .iter()
+        .chain(crate::stack::steps::STEPS.iter())
+        .enumerate()
+        .map(|(i, title)| (i + 1, *title))
+}
+
 /// One step of the demo.
 type Step<P, A, R> = fn(&TryCell<Demo<P, A, R>>) -> Result<(), Stop>;
 
 /// Runs the whole demo on the state in `cell` and prints the summary; true if every check
 /// held. The kernel's trap handler must borrow the same cell.
 pub fn run<P: Platform, A: FrameSource, R: Resolver>(cell: &TryCell<Demo<P, A, R>>) -> bool {
-    let steps: [(&str, Step<P, A, R>); 10] = [
-        ("write to a read-only page", read_only_page),
-        ("instruction fetch from a no-execute page", no_execute_page),
-        ("accessed and dirty", accessed_dirty),
-        ("a 2 MiB block", block_2m),
-        (
-            "device-private write entries at level 1",
-            device_private_pages,
-        ),
-        (
-            "a device-private write entry at level 2 (2 MiB)",
-            device_private_block,
-        ),
-        ("migration entries", migration_entries),
-        ("a device-private migration entry", device_migration_entry),
-        ("a device-exclusive entry", device_exclusive_entry),
-        ("device-private fault round trips, timed", timed_round_trips),
+    let functions: [Step<P, A, R>; 10] = [
+        read_only_page,
+        no_execute_page,
+        accessed_dirty,
+        block_2m,
+        device_private_pages,
+        device_private_block,
+        migration_entries,
+        device_migration_entry,
+        device_exclusive_entry,
+        timed_round_trips,
     ];
+    let steps: [(&str, Step<P, A, R>); 10] = core::array::from_fn(|i| (STEPS[i], functions[i]));
     let arch = cell.with(|d| {
         let _ = writeln!(
             d.console(),
@@ -185,6 +205,9 @@ pub fn run<P: Platform, A: FrameSource, R: Resolver>(cell: &TryCell<Demo<P, A, R
                 d.check(false, format_args!("step {} stopped: {stop}", number + 1));
             });
         }
+    }
+    if let Some(stack) = cell.with(|d| d.stack()).flatten() {
+        crate::stack::steps::run(cell, stack, steps.len() + 1);
     }
     cell.with(|d| {
         let _ = writeln!(d.console(), "{}", d.stats.summary(P::NAME));

@@ -58,33 +58,39 @@ impl Drop for Ram {
 /// A platform that records what the demo asks of it.
 struct Recorder<F> {
     console: RefCell<String>,
-    flushed: RefCell<Vec<u64>>,
+    tlb: RecordingTlb,
     format: core::marker::PhantomData<F>,
+}
+
+/// TLB maintenance that records the pages it is asked to invalidate.
+#[derive(Default)]
+struct RecordingTlb {
+    flushed: std::sync::Mutex<Vec<u64>>,
 }
 
 impl<F> Recorder<F> {
     fn new() -> Self {
         Self {
             console: RefCell::new(String::new()),
-            flushed: RefCell::new(Vec::new()),
+            tlb: RecordingTlb::default(),
             format: core::marker::PhantomData,
         }
     }
 }
 
-impl<F> TlbInvalidate for Recorder<F> {
+impl TlbInvalidate for RecordingTlb {
     fn invalidate_page(&self, va: u64) {
-        self.flushed.borrow_mut().push(va);
+        self.flushed.lock().unwrap().push(va);
     }
 
     fn invalidate_all(&self) {
-        self.flushed.borrow_mut().push(u64::MAX);
+        self.flushed.lock().unwrap().push(u64::MAX);
     }
 }
 
 impl<F: PagingFormat> Platform for Recorder<F> {
     type Format = F;
-    type Tlb = Self;
+    type Tlb = RecordingTlb;
     const NAME: &'static str = "host";
     const HARDWARE_ACCESSED_DIRTY: bool = true;
     const RETURN_INSTRUCTION: &'static [u8] = &[0xc3];
@@ -98,8 +104,8 @@ impl<F: PagingFormat> Platform for Recorder<F> {
         self.console.borrow_mut().push_str(s);
     }
 
-    fn tlb(&self) -> &Self {
-        self
+    fn tlb(&self) -> &RecordingTlb {
+        &self.tlb
     }
 
     fn sync_icache(&self, _va: u64, _len: usize) {}
@@ -366,7 +372,7 @@ fn device_private_page_is_migrated_and_mapped<F: PagingFormat>() {
     assert_eq!(d.stats.device_private, 1);
     assert_eq!(d.resolver.device().migrated_pages(), 1);
     assert!(
-        d.platform.flushed.borrow().is_empty(),
+        d.platform.tlb.flushed.lock().unwrap().is_empty(),
         "an invalid entry is never cached: installing the leaf needs barriers, not an \
          invalidation"
     );
@@ -572,7 +578,7 @@ fn present_leaf_faults_are_fixed_as_the_cause_says<F: PagingFormat>() {
         }
     }
     assert_eq!(d.stats.present_faults, 3);
-    let flushed = d.platform.flushed.borrow().clone();
+    let flushed = d.platform.tlb.flushed.lock().unwrap().clone();
     for i in 0..3u64 {
         let va = VA + i * 0x1000;
         assert_eq!(
@@ -856,12 +862,13 @@ fn summary_line_has_a_fixed_format() {
         device_private: 5,
         migration: 3,
         device_exclusive: 1,
+        devpriv_migrate: 7,
     };
     let line = std::format!("{}", stats.summary("aarch64"));
     assert_eq!(
         line,
         "devpriv-demo: summary arch=aarch64 checks=19/19 faults=12 present=3 \
-         device-private=5 migration=3 device-exclusive=1 result=PASS"
+         device-private=5 migration=3 device-exclusive=1 devpriv-migrate=7 result=PASS"
     );
     assert!(line.starts_with(SUMMARY_PREFIX) && line.ends_with(PASS_MARKER));
     let failed = Stats {

@@ -40,7 +40,10 @@ _start:
     b 3b
 
     .section .bss.boot, "aw", @nobits
-    .balign 16
+    .balign 4096
+    .global boot_stack_guard
+boot_stack_guard:                   /* left unmapped: a stack overflow faults here */
+    .skip 4096
 boot_stack:
     .skip 128 * 1024
     .global boot_stack_top

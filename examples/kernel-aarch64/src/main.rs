@@ -25,7 +25,8 @@ use core::fmt::Write;
 use core::panic::PanicInfo;
 
 use aarch64_cpu::registers::{CurrentEL, Readable};
-use devpriv_demo::{BumpFrames, Demo, DeviceMemory, DeviceResolver, TryCell};
+use devpriv_demo::stack::StackStorage;
+use devpriv_demo::{BumpFrames, Demo, DeviceResolver, TryCell};
 
 use console::Pl011;
 use platform::Aarch64Platform;
@@ -38,6 +39,9 @@ const DTB_ADDRESS: u64 = 0x4000_0000;
 
 /// The demo state the abort handler borrows.
 static DEMO: TryCell<KernelDemo> = TryCell::new();
+
+/// The devpriv stack: device pagemap, workload address space, registry.
+static STACK: StackStorage<Aarch64Platform> = StackStorage::new();
 
 /// The Rust entry point, called by `_start` with the MMU off, FP enabled and the
 /// vectors installed; `dtb` is what the loader left in `x0`.
@@ -62,15 +66,9 @@ extern "C" fn kernel_main(dtb: u64) -> ! {
             ", not found"
         }
     );
-    let mut frames = mmu::frame_pool();
+    let mut frames = devpriv_demo::kernel::frame_pool();
     let tables = mmu::init(&mut frames);
-    let mut device = DeviceMemory::new(mmu::device_memory());
-    device.fill_pattern();
-    let demo = Demo::new(Aarch64Platform, tables, frames, DeviceResolver::new(device));
-    if DEMO.set(demo).is_err() {
-        exit::exit(false);
-    }
-    let passed = devpriv_demo::scenario::run(&DEMO);
+    let passed = devpriv_demo::kernel::start(&DEMO, &STACK, Aarch64Platform, tables, frames);
     #[cfg(feature = "unexpected-fault-selftest")]
     {
         let _ = writeln!(Pl011, "selftest: reading an unmapped address");

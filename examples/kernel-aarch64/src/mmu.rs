@@ -4,7 +4,10 @@
 //! 4: 48-bit virtual addresses, 4 KiB granule) from its frame pool and maps its image
 //! with devpriv-pte entries — text read-only and executable, rodata read-only, data and
 //! bss writable and execute-never, with 2 MiB blocks where the image is 2 MiB aligned
-//! (the frame pool) and 4 KiB pages elsewhere — plus the PL011 as Device-nGnRE memory.
+//! (the frame pool) and 4 KiB pages elsewhere, the device memory taken out of that
+//! mapping (the copy engine's window reaches it instead) and the page below the boot
+//! stack left unmapped (the shared `devpriv_demo::kernel::build_kernel_table`) — plus
+//! the PL011 as Device-nGnRE memory.
 //! Then MAIR_EL1 (the memory types devpriv-pte's attribute indices assume), TCR_EL1,
 //! TTBR0_EL1 and finally SCTLR_EL1.{M,C,I}.
 
@@ -14,49 +17,13 @@ use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
     ID_AA64MMFR0_EL1, MAIR_EL1, ReadWriteable, Readable, SCTLR_EL1, TCR_EL1, TTBR0_EL1, Writeable,
 };
-use devpriv_demo::device::DevicePage;
-use devpriv_demo::image::{ImageSection, map_image};
-use devpriv_demo::layout::DEVICE_PAGES;
+use devpriv_demo::kernel::build_kernel_table;
 use devpriv_demo::{BumpFrames, LiveTables};
 use devpriv_paging::{OffsetMapper, PageTable};
 use devpriv_pte::arch::aarch64::{Aarch64, MAIR_VALUE, PageAttributes};
 use devpriv_pte::{LeafAttributes, Level, MemoryType, PageProperty, PageSize, Pfn};
 
 use crate::console::{PL011_BASE, Pl011};
-
-/// Bytes of RAM set aside for page tables and for pages the demo maps.
-const FRAME_POOL_BYTES: usize = 12 << 20;
-
-/// The frame pool, 2 MiB aligned so 2 MiB blocks can come from it.
-#[repr(C, align(0x200000))]
-struct FramePool([u8; FRAME_POOL_BYTES]);
-
-static mut FRAME_POOL: FramePool = FramePool([0; FRAME_POOL_BYTES]);
-static mut DEVICE_MEMORY: [DevicePage; DEVICE_PAGES] = [DevicePage::ZERO; DEVICE_PAGES];
-
-unsafe extern "C" {
-    static __text_start: u8;
-    static __text_end: u8;
-    static __rodata_start: u8;
-    static __rodata_end: u8;
-    static __data_start: u8;
-    static __kernel_end: u8;
-}
-
-/// The frame allocator over the frame pool. Call once.
-pub fn frame_pool() -> BumpFrames {
-    let start = &raw mut FRAME_POOL as u64;
-    // SAFETY: the pool is a static used for nothing else, reached at its physical
-    // address (MMU off, then identity mapped); `frame_pool` runs once.
-    unsafe { BumpFrames::new(start, start + FRAME_POOL_BYTES as u64) }
-}
-
-/// The demo's device memory. Call once.
-pub fn device_memory() -> &'static mut [DevicePage] {
-    let pages = &raw mut DEVICE_MEMORY;
-    // SAFETY: called once, so this is the only reference to the static.
-    unsafe { &mut *pages }
-}
 
 /// Builds the kernel's page table, programs MAIR/TCR/TTBR0 and turns the MMU on.
 pub fn init(frames: &mut BumpFrames) -> LiveTables<Aarch64> {
@@ -65,37 +32,8 @@ pub fn init(frames: &mut BumpFrames) -> LiveTables<Aarch64> {
     let mapper = unsafe { OffsetMapper::identity() };
     let mut table = PageTable::<Aarch64, OffsetMapper>::new(Level::L4, mapper, frames)
         .expect("the frame pool has room for the root table");
-    let section = |name, start: *const u8, end: *const u8, writable, executable| ImageSection {
-        name,
-        start: start as u64,
-        end: end as u64,
-        writable,
-        executable,
-    };
-    let sections = [
-        section(
-            "text",
-            &raw const __text_start,
-            &raw const __text_end,
-            false,
-            true,
-        ),
-        section(
-            "rodata",
-            &raw const __rodata_start,
-            &raw const __rodata_end,
-            false,
-            false,
-        ),
-        section(
-            "data+bss",
-            &raw const __data_start,
-            &raw const __kernel_end,
-            true,
-            false,
-        ),
-    ];
-    map_image(&mut table, &sections, false, frames, &mut Pl011).expect("mapping the kernel image");
+    build_kernel_table(&mut table, false, frames, &mut Pl011)
+        .expect("mapping the kernel image and the device memory");
     let uart = PageAttributes::from_property(PageProperty {
         writable: true,
         accessed: true,

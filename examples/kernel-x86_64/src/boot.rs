@@ -131,7 +131,10 @@ boot_pdpt:
     .skip 4096
 boot_pd:
     .skip 4096
-    .balign 16
+    .balign 4096
+    .global boot_stack_guard
+boot_stack_guard:                   /* left unmapped: a stack overflow faults here */
+    .skip 4096
 boot_stack:
     .skip 128 * 1024
     .global boot_stack_top

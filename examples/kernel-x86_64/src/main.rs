@@ -25,7 +25,8 @@ mod traps;
 use core::fmt::Write;
 use core::panic::PanicInfo;
 
-use devpriv_demo::{BumpFrames, Demo, DeviceMemory, DeviceResolver, TryCell};
+use devpriv_demo::stack::StackStorage;
+use devpriv_demo::{BumpFrames, Demo, DeviceResolver, TryCell};
 
 use platform::X86Platform;
 use serial::Serial;
@@ -35,6 +36,9 @@ type KernelDemo = Demo<X86Platform, BumpFrames, DeviceResolver<'static>>;
 
 /// The demo state the page-fault handler borrows.
 static DEMO: TryCell<KernelDemo> = TryCell::new();
+
+/// The devpriv stack: device pagemap, workload address space, registry.
+static STACK: StackStorage<X86Platform> = StackStorage::new();
 
 /// The Rust entry point, called by the boot trampoline in 64-bit mode on the boot
 /// page table, with the physical address of the PVH start-info block.
@@ -60,15 +64,9 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
         Serial,
         "traps: GDT+TSS loaded (double faults on their own stack), IDT with 32 exception vectors"
     );
-    let mut frames = mmu::frame_pool();
+    let mut frames = devpriv_demo::kernel::frame_pool();
     let tables = mmu::init(&mut frames);
-    let mut device = DeviceMemory::new(mmu::device_memory());
-    device.fill_pattern();
-    let demo = Demo::new(X86Platform, tables, frames, DeviceResolver::new(device));
-    if DEMO.set(demo).is_err() {
-        exit::exit(false);
-    }
-    let passed = devpriv_demo::scenario::run(&DEMO);
+    let passed = devpriv_demo::kernel::start(&DEMO, &STACK, X86Platform, tables, frames);
     #[cfg(feature = "unexpected-fault-selftest")]
     {
         let _ = writeln!(Serial, "selftest: reading an unmapped address");

@@ -5,14 +5,14 @@
 //! its image with devpriv-pte entries and the right permissions — text read-only and
 //! executable, rodata read-only and no-execute, data and bss writable and no-execute,
 //! with 2 MiB blocks where the image is 2 MiB aligned (the frame pool) and 4 KiB pages
-//! elsewhere — then programs the control registers the entry format assumes and loads
-//! CR3.
+//! elsewhere — takes the device memory out of that mapping (the copy engine's window
+//! reaches it instead) and leaves the page below the boot stack unmapped (the shared
+//! `devpriv_demo::kernel::build_kernel_table`), then programs the control registers the
+//! entry format assumes and loads CR3.
 
 use core::fmt::Write;
 
-use devpriv_demo::device::DevicePage;
-use devpriv_demo::image::{ImageSection, map_image};
-use devpriv_demo::layout::DEVICE_PAGES;
+use devpriv_demo::kernel::build_kernel_table;
 use devpriv_demo::{BumpFrames, LiveTables};
 use devpriv_paging::{OffsetMapper, PageTable};
 use devpriv_pte::Level;
@@ -27,40 +27,6 @@ use crate::serial::Serial;
 /// The IA32_PAT MSR.
 const IA32_PAT: u32 = 0x277;
 
-/// Bytes of RAM set aside for page tables and for pages the demo maps.
-const FRAME_POOL_BYTES: usize = 12 << 20;
-
-/// The frame pool, 2 MiB aligned so 2 MiB blocks can come from it.
-#[repr(C, align(0x200000))]
-struct FramePool([u8; FRAME_POOL_BYTES]);
-
-static mut FRAME_POOL: FramePool = FramePool([0; FRAME_POOL_BYTES]);
-static mut DEVICE_MEMORY: [DevicePage; DEVICE_PAGES] = [DevicePage::ZERO; DEVICE_PAGES];
-
-unsafe extern "C" {
-    static __text_start: u8;
-    static __text_end: u8;
-    static __rodata_start: u8;
-    static __rodata_end: u8;
-    static __data_start: u8;
-    static __kernel_end: u8;
-}
-
-/// The frame allocator over the frame pool. Call once.
-pub fn frame_pool() -> BumpFrames {
-    let start = &raw mut FRAME_POOL as u64;
-    // SAFETY: the pool is a static used for nothing else, identity mapped (offset 0)
-    // by the boot table and by the table `init` builds; `frame_pool` runs once.
-    unsafe { BumpFrames::new(start, start + FRAME_POOL_BYTES as u64) }
-}
-
-/// The demo's device memory. Call once.
-pub fn device_memory() -> &'static mut [DevicePage] {
-    let pages = &raw mut DEVICE_MEMORY;
-    // SAFETY: called once, so this is the only reference to the static.
-    unsafe { &mut *pages }
-}
-
 /// Builds the kernel's page table, programs PAT, CR4, EFER and CR0, and loads CR3.
 pub fn init(frames: &mut BumpFrames) -> LiveTables<X86_64> {
     // SAFETY: every frame the pool hands out is reached at its physical address (identity
@@ -68,37 +34,8 @@ pub fn init(frames: &mut BumpFrames) -> LiveTables<X86_64> {
     let mapper = unsafe { OffsetMapper::identity() };
     let mut table = PageTable::<X86_64, OffsetMapper>::new(Level::L4, mapper, frames)
         .expect("the frame pool has room for the root table");
-    let section = |name, start: *const u8, end: *const u8, writable, executable| ImageSection {
-        name,
-        start: start as u64,
-        end: end as u64,
-        writable,
-        executable,
-    };
-    let sections = [
-        section(
-            "text",
-            &raw const __text_start,
-            &raw const __text_end,
-            false,
-            true,
-        ),
-        section(
-            "rodata",
-            &raw const __rodata_start,
-            &raw const __rodata_end,
-            false,
-            false,
-        ),
-        section(
-            "data+bss",
-            &raw const __data_start,
-            &raw const __kernel_end,
-            true,
-            false,
-        ),
-    ];
-    map_image(&mut table, &sections, true, frames, &mut Serial).expect("mapping the kernel image");
+    build_kernel_table(&mut table, true, frames, &mut Serial)
+        .expect("mapping the kernel image and the device memory");
 
     // SAFETY: PAT_MSR_VALUE keeps index 0 write-back (as at reset), so the memory in use
     // keeps its type; the other indices are what devpriv-pte's memory types assume.
