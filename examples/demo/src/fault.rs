@@ -463,3 +463,36 @@ fn install<P: Platform>(
         }
     }
 }
+
+/// Why a kernel must stop after a fault ([`dispatch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unresolved {
+    /// The handler could not allow the access (it printed why).
+    NotResolved,
+    /// The demo state was in use (a fault inside the handler) or not set up yet.
+    Busy,
+}
+
+impl fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotResolved => "not resolved",
+            Self::Busy => {
+                "a nested or early fault, while the demo state was in use or not yet set up"
+            }
+        })
+    }
+}
+
+/// What both kernels' trap handlers do with a decoded fault: hand it to the demo in
+/// `cell`. `Ok` means return from the trap and retry the access.
+pub fn dispatch<P: Platform, A: FrameSource, R: Resolver>(
+    cell: &crate::cell::TryCell<Demo<P, A, R>>,
+    fault: Fault,
+) -> Result<(), Unresolved> {
+    match cell.with(|demo| demo.handle_fault(fault)) {
+        Some(Outcome::Resume) => Ok(()),
+        Some(Outcome::Fail) => Err(Unresolved::NotResolved),
+        None => Err(Unresolved::Busy),
+    }
+}

@@ -2,7 +2,7 @@
 
 use core::fmt::Write;
 
-use devpriv_demo::{Access, Cause, Fault, Outcome};
+use devpriv_demo::{Access, Cause, Fault};
 
 use crate::console::Pl011;
 use crate::traps::{EC_INSTRUCTION_ABORT, TrapFrame};
@@ -45,24 +45,12 @@ pub fn abort(frame: &mut TrapFrame, esr: u64, far: u64) {
         access,
         cause,
     };
-    match crate::DEMO.with(|demo| demo.handle_fault(fault)) {
-        Some(Outcome::Resume) => {}
-        Some(Outcome::Fail) => {
-            let _ = writeln!(
-                Pl011,
-                "devpriv-kernel: abort at {far:#x} (ESR_EL1 {esr:#x}, ELR_EL1 {:#x}) not resolved",
-                frame.elr
-            );
-            crate::exit::exit(false);
-        }
-        None => {
-            let _ = writeln!(
-                Pl011,
-                "devpriv-kernel: nested or early abort at {far:#x} (ESR_EL1 {esr:#x}, ELR_EL1 \
-                 {:#x}) while the demo state was in use or not yet set up",
-                frame.elr
-            );
-            crate::exit::exit(false);
-        }
+    if let Err(why) = devpriv_demo::fault::dispatch(&crate::DEMO, fault) {
+        let _ = writeln!(
+            Pl011,
+            "devpriv-kernel: abort at {far:#x} (ESR_EL1 {esr:#x}, ELR_EL1 {:#x}): {why}",
+            frame.elr
+        );
+        crate::exit::exit(false);
     }
 }

@@ -2,7 +2,7 @@
 
 use core::fmt::Write;
 
-use devpriv_demo::{Access, Cause, Fault, Outcome};
+use devpriv_demo::{Access, Cause, Fault};
 use x86_64::registers::control::Cr2;
 
 use crate::serial::Serial;
@@ -47,25 +47,12 @@ pub fn page_fault(frame: &mut TrapFrame) {
         access,
         cause,
     };
-    match crate::DEMO.with(|demo| demo.handle_fault(fault)) {
-        Some(Outcome::Resume) => {}
-        Some(Outcome::Fail) => {
-            let _ = writeln!(
-                Serial,
-                "devpriv-kernel: page fault at {address:#x} (error {code:#x}, rip {:#x}) not \
-                 resolved",
-                frame.rip
-            );
-            crate::exit::exit(false);
-        }
-        None => {
-            let _ = writeln!(
-                Serial,
-                "devpriv-kernel: nested or early page fault at {address:#x} (error {code:#x}, \
-                 rip {:#x}) while the demo state was in use or not yet set up",
-                frame.rip
-            );
-            crate::exit::exit(false);
-        }
+    if let Err(why) = devpriv_demo::fault::dispatch(&crate::DEMO, fault) {
+        let _ = writeln!(
+            Serial,
+            "devpriv-kernel: page fault at {address:#x} (error {code:#x}, rip {:#x}): {why}",
+            frame.rip
+        );
+        crate::exit::exit(false);
     }
 }
