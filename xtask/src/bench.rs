@@ -52,6 +52,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 .positional
                 .iter()
                 .any(|f| "throughput".contains(f.as_str()));
+        let throughput = repo_root().join("target").join("testdev-throughput.md");
+        let _ = std::fs::remove_file(&throughput); // never report a stale sweep
         if wanted {
             // The testdev sweep is not a criterion bench: it writes its own table.
             run_checked(cargo().args(["bench", "-p", "devpriv-testdev", "--bench", "throughput"]))?;

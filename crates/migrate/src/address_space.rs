@@ -31,12 +31,12 @@ use devpriv_paging::{
     FrameAllocator, OutOfFrames, PageTable, PagingError, PagingFormat, RemovedEntry,
 };
 use devpriv_pte::{
-    DeviceAccess, Entry, LeafAttributes, MigrationAccess, PageSize, Pfn, SoftwareEntry,
+    DeviceAccess, Entry, LeafAttributes, Level, MigrationAccess, PageSize, Pfn, SoftwareEntry,
     SoftwareKind,
 };
 
 use crate::devices::DeviceMemory;
-use crate::migration::split_block;
+use crate::migration::{split_block, split_huge_page};
 use crate::notifier::{
     IntervalNotifier, InvalidateEvent, InvalidationWindow, NotifierError, Notifiers, SubscriptionId,
 };
@@ -227,6 +227,30 @@ impl<'a, P: Platform> AddressSpace<'a, P> {
                 .flush(&self.tlb);
             Ok(())
         })
+    }
+
+    /// Splits the 2 MiB entry that maps `va` — a present page of system memory or a
+    /// device-private page — into 512 4 KiB entries, and the frame or folio behind it.
+    /// A kernel calls it at the edges of a region it is about to cut, while the region
+    /// is still there (Linux's `vma_adjust_trans_huge` before the VMA split), so that
+    /// the region can go first and the `unmap` after it has nothing left to split.
+    /// Fails with [`PagingError::PartialBlock`] if the page stayed busy or whole.
+    pub fn split_huge_page(&self, va: u64) -> Result<(), AddressSpaceError> {
+        let page = va & !0xfff;
+        for _ in 0..BLOCK_SPLIT_RETRIES {
+            match self.read().lookup(page) {
+                Ok((Level::L2, Entry::Leaf { .. } | Entry::Software(_))) => {}
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            split_huge_page(self, page);
+            spin_wait();
+        }
+        Err(PagingError::PartialBlock {
+            va: page & !(PageSize::Size2MiB.bytes() - 1),
+            level: Level::L2,
+        }
+        .into())
     }
 
     /// Runs `change` under the exclusive lock once no 2 MiB entry straddles an edge of

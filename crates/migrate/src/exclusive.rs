@@ -155,10 +155,13 @@ pub fn make_device_exclusive<'a, P: Platform>(
                 };
                 flush.flush(space.tlb());
                 if !system.try_lock(pfn) {
-                    // A migration or another hand-over holds the frame: put it back.
-                    slot.replace(&leaf)
-                        .expect("an entry only this call changes under the shared lock")
-                        .ignore();
+                    // A migration or another hand-over holds the frame: put the leaf
+                    // back. A CPU may have touched the device-exclusive entry meanwhile;
+                    // its fault path then restores the leaf itself once the frame is
+                    // free, so a lost compare-exchange here is not an error.
+                    if let Ok(flush) = slot.replace(&leaf) {
+                        flush.ignore(); // the entry put back was never present
+                    }
                     drop(window);
                     return Err(ExclusiveError::Busy(WaitFor::SystemFrame(pfn)));
                 }

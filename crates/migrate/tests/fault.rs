@@ -89,7 +89,7 @@ fn outcomes() {
     w.assert_quiescent();
 }
 
-/// A device page whose pagemap has no driver any more is a bus error.
+/// A driver that cannot bring the page back makes the fault a bus error.
 #[test]
 fn a_failing_driver_is_a_bus_error() {
     struct Refuses;

@@ -72,6 +72,30 @@ fn protect_cuts_a_system_page<F: PagingFormat>() {
     w.assert_quiescent();
 }
 
+/// `split_huge_page` splits a 2 MiB system page in place (every page still mapped, its
+/// bytes unchanged) and leaves a 4 KiB page alone.
+fn split_huge_page_splits_in_place<F: PagingFormat>() {
+    let w = world::<F>(1024, 2048);
+    w.populate(BASE, MIB2, true);
+    w.space.split_huge_page(BASE + 17 * KIB4).unwrap();
+    assert_eq!(level_and_kind(&w, BASE), (Level::L1, "leaf"));
+    assert_eq!(level_and_kind(&w, BASE + MIB2 - KIB4), (Level::L1, "leaf"));
+    w.space.split_huge_page(BASE).unwrap();
+    w.check_pattern(BASE, MIB2);
+    w.unmap(w.space, BASE, MIB2);
+    w.assert_quiescent();
+}
+
+#[test]
+fn split_huge_page_splits_in_place_x86_64() {
+    split_huge_page_splits_in_place::<X86_64>();
+}
+
+#[test]
+fn split_huge_page_splits_in_place_aarch64() {
+    split_huge_page_splits_in_place::<Aarch64>();
+}
+
 #[test]
 fn unmap_cuts_a_system_page_x86_64() {
     unmap_cuts_a_system_page::<X86_64>();

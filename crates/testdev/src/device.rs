@@ -378,6 +378,21 @@ impl<F: PagingFormat> Dmirror<F> {
     }
 }
 
+impl<F: PagingFormat> Dmirror<F> {
+    /// Takes the device away (Linux's device removal, `dmirror_device_remove`): every
+    /// page evicted back to system memory, then the pagemap unregistered from the
+    /// device-private space. Returns the pages moved. The device cannot migrate again.
+    pub fn release(&self) -> Result<u64, DeviceError> {
+        let moved = self.evict()?;
+        let id = self.pagemap().id().ok_or(DeviceError::Invalid)?;
+        self.machine
+            .devices
+            .unregister(id)
+            .map_err(|_| DeviceError::Busy)?;
+        Ok(moved)
+    }
+}
+
 impl<F: PagingFormat> PagemapOps for Dmirror<F> {
     fn folio_free(&self, folio: Folio<'_>) {
         self.counters
@@ -399,8 +414,15 @@ impl<F: PagingFormat> DeviceDriver<Platform<F>> for Dmirror<F> {
     /// whole 2 MiB folio — back to system memory, dropping it from the mirror.
     fn migrate_to_ram(&self, fault: &mut CpuFault<'_, '_, Platform<F>>) -> Result<(), FaultError> {
         self.counters.faults.fetch_add(1, Ordering::Relaxed);
-        let whole =
-            fault.level() == Level::L2 && *self.policy.lock().unwrap() == FaultPolicy::Whole;
+        let block = fault.address() & !((2 << 20) - 1);
+        // The whole folio only if one region still holds all of it (a protection change
+        // may have cut the region since; then the page alone, which splits the folio).
+        let whole = fault.level() == Level::L2
+            && *self.policy.lock().unwrap() == FaultPolicy::Whole
+            && fault
+                .address_space()
+                .vma(block)
+                .is_some_and(|v| v.covers(block, block + (2 << 20)));
         let (start, pages) = if whole {
             (fault.address() & !((2 << 20) - 1), 512)
         } else {
@@ -424,15 +446,16 @@ impl<F: PagingFormat> DeviceDriver<Platform<F>> for Dmirror<F> {
             dst: &mut dst,
         })
         .map_err(|_| FaultError::BusError)?;
+        // The device stops using the pages before they are copied (as Linux's dmirror
+        // erases its entries first): a device write after the copy would be lost.
+        if let Some(mirror) = self.mirror_of(space.id()) {
+            mirror.forget(start, start + (pages as u64) * 4096);
+        }
         let filled = self.bring_back(&mut m);
         if m.sources().next().is_some() && filled.is_empty() {
             return Err(FaultError::BusError);
         }
-        let m = m.pages();
-        if let Some(mirror) = self.mirror_of(space.id()) {
-            mirror.forget(start, start + (pages as u64) * 4096);
-        }
-        m.finalize();
+        m.pages().finalize();
         Ok(())
     }
 }

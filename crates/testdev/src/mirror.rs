@@ -427,10 +427,10 @@ impl<F: PagingFormat> Mirror<F> {
                 .map(|s| s.size().frames())
                 .sum();
             result.cpages += collected;
-            self.device.bring_back(&mut m);
-            let m = m.pages();
+            // The device stops using the pages before they are copied.
             self.forget(start, stop);
-            m.finalize();
+            self.device.bring_back(&mut m);
+            m.pages().finalize();
             start = stop;
         }
         Ok(result)

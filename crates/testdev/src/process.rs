@@ -198,14 +198,24 @@ impl<F: PagingFormat> Process<F> {
         va
     }
 
-    /// Unmaps `[va, va + len)` (`munmap`): entries removed (device pages given back,
-    /// RAM freed), the region cut out of the map.
+    /// Unmaps `[va, va + len)` (`munmap`): the region cut out of the map, then the
+    /// entries removed (device pages given back, RAM freed).
     pub fn munmap(&self, va: u64, len: u64) {
         let ram = self.machine.ram;
+        // As Linux: huge pages cut by the edges are split while the region is there,
+        // then the region goes, then the entries — so that nothing can fault a page in
+        // (or fill a hole) behind the unmap.
+        for edge in [va, va + len] {
+            if edge & ((2 << 20) - 1) != 0 {
+                self.space
+                    .split_huge_page(edge)
+                    .expect("a 2 MiB page at the edge splits");
+            }
+        }
+        self.map.carve(va, va + len, |_, _| {});
         self.space
             .unmap(va, len, |removed| free_removed(ram, removed))
             .expect("munmap of a mapped range");
-        self.map.carve(va, va + len, |_, _| {});
     }
 
     /// Changes the access rights of `[va, va + len)` (`mprotect`). Losing write access

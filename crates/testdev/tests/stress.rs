@@ -181,6 +181,7 @@ fn stress<F: PagingFormat>() {
     let ram_pages = f.machine.ram.live_frames() as u64 - 1; // the zero page
     assert_eq!(ram_pages, in_ram, "RAM frames without an entry, or shared");
     let cpu = f.process.cpu();
+    let mut words_checked = 0u64;
     for p in 0..PAGES {
         let v = versions[p as usize].load(Ordering::Relaxed);
         for w in 0..512 {
@@ -189,13 +190,15 @@ fn stress<F: PagingFormat>() {
                 value(p, v, w),
                 "page {p} word {w}"
             );
+            words_checked += 1;
         }
     }
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
     println!(
         "stress ({seconds} s): {} CPU page rewrites checked, {} migrations to devices, {} back, \
          {} snapshots, {} device reads, {} exclusive grants, {} evictions ({} pages), {} device faults; \
-         at the end {in_ram} pages in RAM, {on_device} on devices; 0 bytes lost or duplicated",
+         at the end {in_ram} pages in RAM + {on_device} on devices = {} pages, each in one \
+         place; {} bytes checked, all holding their page's last version",
         c(&counts.writes),
         c(&counts.to_device),
         c(&counts.to_system),
@@ -205,6 +208,8 @@ fn stress<F: PagingFormat>() {
         c(&counts.evictions),
         c(&counts.evicted_pages),
         c(&f.device.counters.faults) + c(&f.other.counters.faults),
+        in_ram + on_device,
+        words_checked * 8,
     );
     assert!(c(&counts.checked) > 0 && c(&counts.to_device) > 0);
     f.finish();

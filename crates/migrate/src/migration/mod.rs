@@ -434,10 +434,17 @@ impl<'m, 'a, P: Platform> Migration<'m, 'a, P, Collected> {
             });
         }
         if let Evict::Range { first, pages } = indices {
-            for index in [first, DeviceIndex::new(first.number() + pages as u64 - 1)] {
+            // Both ends in one pagemap: the range is that pagemap's (pagemaps are
+            // contiguous in the device-private space).
+            let last = DeviceIndex::new(first.number() + pages as u64 - 1);
+            let pagemap_of = |index| {
                 devices
                     .lookup(index)
-                    .map_err(|_| SetupError::UnknownIndex { index })?;
+                    .map(|page| page.pagemap().id())
+                    .map_err(|_| SetupError::UnknownIndex { index })
+            };
+            if pagemap_of(first)? != pagemap_of(last)? {
+                return Err(SetupError::UnknownIndex { index: last });
             }
         }
         src.fill(MigratePfn::EMPTY);
@@ -499,7 +506,11 @@ impl<'m, 'a, P: Platform> Migration<'m, 'a, P, Collected> {
     /// or the zero page (under a second notifier invalidation); a 2 MiB source with
     /// 4 KiB destinations is split in the middle of the migration (its entry, and its
     /// folio or frame), filling the 511 source words after it; a 2 MiB destination for
-    /// a 4 KiB source fails that page. Copies need only be complete before
+    /// a 4 KiB source fails that page.
+    ///
+    /// Copies must be complete before this call: a hole's destination becomes visible
+    /// to CPUs here (as in Linux, where drivers copy between `migrate_vma_setup` and
+    /// `migrate_vma_pages`). The other pages' entries change only in
     /// [`finalize`](Migration::finalize).
     pub fn pages(mut self) -> Migration<'m, 'a, P, Committed> {
         self.inner.commit();
