@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::*;
 use devpriv_migrate::*;
@@ -201,8 +201,18 @@ impl<F: PagingFormat> Harness<F> {
     fn run(&mut self, op: &Op) {
         match *op {
             Op::Write { page, value } => {
+                // Word 0 through the CPU (faulting the page in), the other 511 words
+                // straight into the frame it is mapped to: the check then compares
+                // every byte of every page.
                 self.w.cpu().write(Model::va(page), value).unwrap();
                 self.after_touch(page);
+                let Entry::Leaf { pfn, size, .. } = self.entry(page).1 else {
+                    panic!("page {page} is not present after a CPU write");
+                };
+                let frame = Pfn::new(pfn.number() + page % size.frames());
+                for word in &self.w.ram.words(frame)[1..] {
+                    word.store(value, Ordering::Relaxed);
+                }
                 self.m.value[page as usize] = value;
             }
             Op::Read { page } => {
@@ -544,7 +554,7 @@ impl<F: PagingFormat> Harness<F> {
                                 0
                             },
                     );
-                    assert_eq!(self.w.ram.read(frame, 0), want, "page {p} in RAM");
+                    assert_whole(self.w.ram.words(frame), want, p, "in RAM");
                     let _ = attrs.property();
                     if size == PageSize::Size2MiB {
                         huge_frames.insert(pfn.number());
@@ -568,12 +578,20 @@ impl<F: PagingFormat> Harness<F> {
                         "page {p} on the wrong device"
                     );
                     let device = self.device(dev);
-                    assert_eq!(
-                        device.page_words(page_index)[0].load(Ordering::Relaxed),
-                        want,
-                        "page {p} on device {dev}"
-                    );
+                    assert_whole(device.page_words(page_index), want, p, "on a device");
                     let folio = page.folio();
+                    // The folio's reverse map names this address space and the virtual
+                    // page its entry maps (the start of a 2 MiB entry).
+                    let rmap = folio
+                        .reverse_map()
+                        .expect("a mapped folio has a reverse map");
+                    assert_eq!(
+                        rmap.address_space(),
+                        self.w.space.id(),
+                        "page {p}: rmap space"
+                    );
+                    let head_va = Model::va(p) & !(level.leaf_size().unwrap().bytes() - 1);
+                    assert_eq!(rmap.virtual_page(), head_va >> 12, "page {p}: rmap page");
                     assert_eq!(
                         folio.size(),
                         level.leaf_size().unwrap(),
@@ -590,7 +608,7 @@ impl<F: PagingFormat> Harness<F> {
                         ..
                     }),
                 ) => {
-                    assert_eq!(self.w.ram.read(pfn, 0), want, "exclusive page {p}");
+                    assert_whole(self.w.ram.words(pfn), want, p, "held exclusively");
                     in_ram += 1;
                 }
                 (loc, e) => panic!("page {p}: model says {loc:?}, table has {e:?} at {level:?}"),
@@ -685,5 +703,16 @@ proptest! {
     #[test]
     fn aarch64_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..60)) {
         run(aarch64(), &ops);
+    }
+}
+
+/// Asserts that every word of a page holds `want`.
+fn assert_whole(words: &[AtomicU64; 512], want: u64, page: u64, place: &str) {
+    for (w, word) in words.iter().enumerate() {
+        assert_eq!(
+            word.load(Ordering::Relaxed),
+            want,
+            "page {page} word {w} {place}"
+        );
     }
 }
