@@ -28,6 +28,10 @@ pub enum EncodeError {
     UnsupportedAttribute,
     /// The level does not exist in this format.
     NoSuchLevel(Level),
+    /// The entry would encode as 0, which every format reads as an absent entry (on
+    /// aarch64, swap type 0 at offset 0: Linux never writes it, offset 0 being the
+    /// swap header).
+    EncodesAsAbsent,
 }
 
 /// Why a raw value could not be decoded at a level. Decoding never panics.

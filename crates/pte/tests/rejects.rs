@@ -2,7 +2,9 @@
 
 use devpriv_pte::arch::aarch64::Aarch64;
 use devpriv_pte::arch::x86_64::X86_64;
-use devpriv_pte::{DecodeError, Level, PteFormat};
+use devpriv_pte::{
+    DecodeError, EncodeError, Entry, Level, PteFormat, SoftwareEntry, SoftwareKind, SwapType,
+};
 
 const L1: Level = Level::L1;
 const L2: Level = Level::L2;
@@ -131,4 +133,23 @@ fn aarch64_reserved_descriptor_bits() {
         Aarch64::decode(0x8000_0003 | 1 << 50, Level::L3),
         Err(DecodeError::ReservedBitsSet { bits: 1 << 50 })
     );
+}
+
+/// arm64 swap type 0 at offset 0 would be all zero bits, an empty slot: refused.
+/// (x86_64 stores the offset inverted, so the same entry is not zero there.)
+#[test]
+fn aarch64_swap_type_0_offset_0_is_refused() {
+    let sw = SoftwareEntry::new(SoftwareKind::Swap {
+        swap_type: SwapType::new(0).unwrap(),
+        offset: 0,
+    });
+    for level in [L1, L2] {
+        assert_eq!(
+            Aarch64::encode(&Entry::Software(sw), level),
+            Err(EncodeError::EncodesAsAbsent)
+        );
+        let raw = X86_64::encode(&Entry::Software(sw), level).unwrap();
+        assert_ne!(raw, 0);
+        assert_eq!(X86_64::decode(raw, level), Ok(Entry::Software(sw)));
+    }
 }

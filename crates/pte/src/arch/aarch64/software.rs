@@ -75,10 +75,15 @@ pub(crate) const fn encode(sw: &SoftwareEntry, level: Level) -> Result<u64, Enco
         Ok(o) => o,
         Err(e) => return Err(e),
     };
-    Ok((offset << OFFSET_SHIFT)
+    let raw = (offset << OFFSET_SHIFT)
         | ((sw.kind.type_number() as u64) << TYPE_SHIFT)
         | ((sw.side.uffd_wp as u64) * UFFD_WP)
-        | ((sw.side.exclusive as u64) * EXCLUSIVE))
+        | ((sw.side.exclusive as u64) * EXCLUSIVE);
+    if raw == 0 {
+        // Swap type 0, offset 0, no side bits: indistinguishable from an empty slot.
+        return Err(EncodeError::EncodesAsAbsent);
+    }
+    Ok(raw)
 }
 
 /// Decodes an invalid, non-zero entry at a level that is not level 5.
