@@ -9,18 +9,23 @@ pub const FULL_FLUSH_THRESHOLD: u64 = 32;
 /// What a change of the page table obliges the caller to invalidate.
 ///
 /// The token records a virtual range and the smallest leaf size that changed in it:
-/// invalidating one address every `1 << shift` bytes reaches every changed entry. A
-/// token with nothing to invalidate still asks for the write barrier
-/// ([`TlbInvalidate::publish`]) before the new mapping is used.
+/// invalidating one address every `1 << shift` bytes reaches every changed entry. The
+/// range is kept by its first and last byte, so that a range ending at the top of the
+/// address space (whose end would wrap to 0) is a range like any other. A token with
+/// nothing to invalidate still asks for the write barrier ([`TlbInvalidate::publish`])
+/// before the new mapping is used.
 ///
 /// Dropping the token unused is a warning; [`ignore`](Self::ignore) says so explicitly
 /// (for tables no CPU uses yet).
 #[must_use = "the TLB may still hold the old translation: flush it, batch it, or ignore() it"]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flush {
+    /// The first byte (aligned to `1 << shift`).
     start: u64,
-    end: u64,
+    /// The last byte.
+    last: u64,
     shift: u8,
+    empty: bool,
     all: bool,
 }
 
@@ -29,30 +34,40 @@ impl Flush {
     pub const fn none() -> Self {
         Self {
             start: 0,
-            end: 0,
+            last: 0,
             shift: 63,
+            empty: true,
             all: false,
         }
     }
 
     /// Invalidate the entry of size `1 << shift` containing `va`.
     pub const fn entry(va: u64, shift: u32) -> Self {
-        let start = va & !((1u64 << shift) - 1);
+        let size = 1u64 << shift;
+        let start = va & !(size - 1);
         Self {
             start,
-            end: start.wrapping_add(1 << shift),
+            last: start + (size - 1),
             shift: shift as u8,
+            empty: false,
             all: false,
         }
     }
 
-    /// Invalidate every entry of size `1 << shift` in `[start, end)` (both aligned to
-    /// it), for example every 4 KiB translation a 2 MiB range may still have cached.
+    /// Invalidate every entry of size `1 << shift` in `[start, end)`, for example every
+    /// 4 KiB translation a 2 MiB range may still have cached. `end` 0 with `start`
+    /// above it means the top of the address space; an unaligned range covers every
+    /// entry it touches; an empty range is [`none`](Self::none).
     pub const fn range(start: u64, end: u64, shift: u32) -> Self {
+        if start == end || (end != 0 && end < start) {
+            return Self::none();
+        }
+        let size = 1u64 << shift;
         Self {
-            start,
-            end,
+            start: start & !(size - 1),
+            last: end.wrapping_sub(1),
             shift: shift as u8,
+            empty: false,
             all: false,
         }
     }
@@ -61,15 +76,16 @@ impl Flush {
     pub const fn all() -> Self {
         Self {
             start: 0,
-            end: 0,
+            last: 0,
             shift: 63,
+            empty: true,
             all: true,
         }
     }
 
     /// Whether there is anything to invalidate.
     pub const fn is_empty(&self) -> bool {
-        !self.all && self.start == self.end
+        !self.all && self.empty
     }
 
     /// Whether the token asks for a full invalidation.
@@ -81,9 +97,20 @@ impl Flush {
     pub const fn pages(&self) -> u64 {
         if self.all {
             u64::MAX
+        } else if self.empty {
+            0
         } else {
-            (self.end.wrapping_sub(self.start)) >> self.shift
+            ((self.last - self.start) >> self.shift).saturating_add(1)
         }
+    }
+
+    /// The addresses to invalidate, one per entry of the token's size.
+    fn addresses(&self) -> impl Iterator<Item = u64> + use<> {
+        let (last, step) = (self.last, 1u64 << self.shift);
+        let first = (!self.is_empty() && !self.all).then_some(self.start);
+        core::iter::successors(first, move |&va| {
+            va.checked_add(step).filter(|&next| next <= last)
+        })
     }
 
     /// Adds the obligations of `other` (a range covering both, the smaller step).
@@ -91,14 +118,17 @@ impl Flush {
         if other.all {
             self.all = true;
         } else if !other.is_empty() {
-            if self.is_empty() {
+            if self.empty {
                 self.start = other.start;
-                self.end = other.end;
+                self.last = other.last;
+                self.empty = false;
             } else {
                 self.start = self.start.min(other.start);
-                self.end = self.end.max(other.end);
+                self.last = self.last.max(other.last);
             }
             self.shift = self.shift.min(other.shift);
+            // The start stays aligned to the (possibly smaller) step.
+            self.start &= !((1u64 << self.shift) - 1);
         }
     }
 
@@ -115,10 +145,8 @@ impl Flush {
         if self.all || self.pages() > FULL_FLUSH_THRESHOLD {
             tlb.invalidate_all();
         } else {
-            let mut va = self.start;
-            while va != self.end {
+            for va in self.addresses() {
                 tlb.invalidate_page(va);
-                va = va.wrapping_add(1 << self.shift);
             }
         }
         tlb.complete();
@@ -164,11 +192,9 @@ impl FlushBatch {
             self.all = true;
             return;
         }
-        let mut va = flush.start;
-        while va != flush.end {
+        for va in flush.addresses() {
             self.pages[self.len] = (va, flush.shift);
             self.len += 1;
-            va = va.wrapping_add(1 << flush.shift);
         }
     }
 

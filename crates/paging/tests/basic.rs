@@ -961,6 +961,71 @@ fn flush_batch_escalates_past_threshold() {
     assert_eq!(mmu.invalidations(), (33, 2));
 }
 
+/// Tokens for the last pages of the address space (whose end wraps to 0) merge like
+/// any others, and a range that does not start on an entry boundary is covered whole.
+#[test]
+fn flush_tokens_at_the_top_and_unaligned() {
+    let memory = Memory::new(4);
+    let mmu = Mmu::<X86_64>::new(&memory, Pfn::new(0x100), Level::L4);
+    let top = u64::MAX & !0xfff;
+    let mut token = Flush::entry(top - 0x1000, 12);
+    token.add_entry(top, 12);
+    assert_eq!(token.pages(), 2, "the top page is not lost in the merge");
+    token.flush(&mmu);
+    assert_eq!(mmu.invalidations(), (2, 0));
+    let whole = Flush::range(top - 0x3000, 0, 12);
+    assert_eq!(whole.pages(), 4, "a range to the top of the address space");
+    let mut batch = FlushBatch::new();
+    batch.add(Flush::range(0x1234, 0x5678, 12));
+    assert_eq!(batch.pending(), 5, "0x1000..0x6000, five pages");
+    batch.add(Flush::range(top - 0x1000, 0, 12));
+    assert_eq!(batch.pending(), 7);
+    batch.finish(&mmu);
+    assert_eq!(mmu.invalidations(), (9, 0));
+    assert!(Flush::range(0x5000, 0x5000, 12).is_empty());
+}
+
+/// Unmapping the last two pages of the x86_64 address space invalidates both.
+#[test]
+fn unmap_at_the_top_of_the_address_space() {
+    let memory = Memory::new(16);
+    let mut w = world::<X86_64>(&memory);
+    let mut alloc = &memory;
+    let top = u64::MAX & !0xfff;
+    // A third page keeps the level-1 table alive, so the unmap flushes by its token.
+    for (i, va) in [top - 0x1000, top, top - 0x2000].into_iter().enumerate() {
+        w.table
+            .map(
+                va,
+                Pfn::new(0x42 + i as u64),
+                PageSize::Size4KiB,
+                rw::<X86_64>(),
+                &mut alloc,
+            )
+            .unwrap()
+            .ignore();
+        assert_eq!(w.mmu.access(va, Access::Read), Ok((0x42 + i as u64) << 12));
+    }
+    w.table
+        .unmap(top - 0x1000, 0x2000, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    for va in [top - 0x1000, top] {
+        assert!(
+            matches!(
+                w.mmu.access(va, Access::Read),
+                Err(MmuError::NotMapped { .. })
+            ),
+            "{va:#x} still cached after the unmap"
+        );
+    }
+    w.table
+        .unmap(top - 0x2000, 0x1000, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    w.finish();
+}
+
 fn unmap_frees_many_subtrees<F: PagingFormat>() {
     let memory = Memory::new(64);
     let mut w = world::<F>(&memory);
