@@ -967,7 +967,7 @@ fn flush_batch_escalates_past_threshold() {
 fn flush_tokens_at_the_top_and_unaligned() {
     let memory = Memory::new(4);
     let mmu = Mmu::<X86_64>::new(&memory, Pfn::new(0x100), Level::L4);
-    let top = u64::MAX & !0xfff;
+    let top: u64 = !0xfff;
     let mut token = Flush::entry(top - 0x1000, 12);
     token.add_entry(top, 12);
     assert_eq!(token.pages(), 2, "the top page is not lost in the merge");
@@ -991,7 +991,7 @@ fn unmap_at_the_top_of_the_address_space() {
     let memory = Memory::new(16);
     let mut w = world::<X86_64>(&memory);
     let mut alloc = &memory;
-    let top = u64::MAX & !0xfff;
+    let top: u64 = !0xfff;
     // A third page keeps the level-1 table alive, so the unmap flushes by its token.
     for (i, va) in [top - 0x1000, top, top - 0x2000].into_iter().enumerate() {
         w.table
