@@ -147,7 +147,13 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                     });
                 }
             };
-            let table_raw = Self::table_raw(next, level)?;
+            let table_raw = match Self::table_raw(next, level) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    alloc.free(next);
+                    return Err(e);
+                }
+            };
             let table_entry = F::decode(table_raw, level).expect("encoded table decodes");
             if F::is_valid(raw, level) && F::needs_break_before_make(&old, &table_entry) {
                 match write_break_before_make(slot, raw, table_raw, es, level, tlb) {

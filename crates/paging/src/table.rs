@@ -313,6 +313,12 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         alloc: &mut impl FrameAllocator,
     ) -> Result<Pfn, PagingError> {
         let frame = alloc.allocate()?;
+        // A frame no table entry can point at is given back at once (as `chain_fill`
+        // does), so that no error path after this one has to.
+        if let Err(e) = Self::table_raw(frame, Level::L2) {
+            alloc.free(frame);
+            return Err(e);
+        }
         self.zero(frame);
         Ok(frame)
     }

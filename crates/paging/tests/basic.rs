@@ -3,14 +3,14 @@
 
 use devpriv_paging::model::{Access, Memory, Mmu, MmuError};
 use devpriv_paging::{
-    Flush, FlushBatch, NoInvalidate, PageTable, PagingError, PagingFormat, ReplaceError,
-    needs_break_before_make,
+    Flush, FlushBatch, FrameAllocator, NoInvalidate, PageTable, PagingError, PagingFormat,
+    ReplaceError, needs_break_before_make,
 };
 use devpriv_pte::arch::aarch64::{self, Aarch64};
 use devpriv_pte::arch::x86_64::{self, X86_64};
 use devpriv_pte::{
-    DeviceAccess, DeviceIndex, Entry, LeafAttributes, Level, MemoryType, MigrationAccess,
-    PageProperty, PageSize, Pfn, SoftwareEntry, SoftwareKind,
+    DeviceAccess, DeviceIndex, EncodeError, Entry, LeafAttributes, Level, MemoryType,
+    MigrationAccess, PageProperty, PageSize, Pfn, SoftwareEntry, SoftwareKind,
 };
 
 const MIB: u64 = 1 << 20;
@@ -1699,4 +1699,70 @@ fn slot_by_address_x86_64() {
 #[test]
 fn slot_by_address_aarch64() {
     slot_by_address::<Aarch64>();
+}
+
+/// Frames whose numbers no table entry can hold (x86_64 has 40 bits of frame number):
+/// the allocator hands out real frames of `memory` with bit 40 set, the mapper ignores
+/// that bit.
+struct UnencodableFrames<'m>(&'m Memory);
+
+const TOO_BIG: u64 = 1 << 40;
+
+impl FrameAllocator for UnencodableFrames<'_> {
+    fn allocate(&mut self) -> Result<Pfn, devpriv_paging::OutOfFrames> {
+        let mut inner = self.0;
+        Ok(Pfn::new(inner.allocate()?.number() | TOO_BIG))
+    }
+
+    fn free(&mut self, frame: Pfn) {
+        let mut inner = self.0;
+        inner.free(Pfn::new(frame.number() & !TOO_BIG));
+    }
+}
+
+#[derive(Clone, Copy)]
+struct MaskingMapper<'m>(&'m Memory);
+
+// SAFETY: every frame number is mapped to a frame of the model memory, which only page
+// tables use.
+unsafe impl devpriv_paging::PhysMapper for MaskingMapper<'_> {
+    fn table(&self, frame: Pfn) -> core::ptr::NonNull<devpriv_paging::TableEntries> {
+        self.0.table(Pfn::new(frame.number() & !TOO_BIG))
+    }
+}
+
+/// A split whose new table cannot be put in an entry fails and gives the frame back.
+#[test]
+fn split_returns_its_frame_when_the_table_cannot_be_encoded() {
+    let memory = Memory::new(16);
+    let mut alloc = &memory;
+    let mut table =
+        PageTable::<X86_64, _>::new(Level::L4, MaskingMapper(&memory), &mut alloc).unwrap();
+    table
+        .map(
+            2 * MIB,
+            Pfn::new(0x200),
+            PageSize::Size2MiB,
+            rw::<X86_64>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .ignore();
+    let before = memory.live_frames();
+    let result = table.split(
+        2 * MIB,
+        &mut UnencodableFrames(&memory),
+        &devpriv_paging::NoInvalidate,
+    );
+    assert!(
+        matches!(result, Err(PagingError::Encode(EncodeError::FrameTooLarge))),
+        "{result:?}"
+    );
+    assert_eq!(memory.live_frames(), before, "the new table's frame leaked");
+    assert!(matches!(
+        table.lookup(2 * MIB),
+        Ok((Level::L2, Entry::Leaf { .. }))
+    ));
+    table.destroy(&mut alloc);
+    assert_eq!(memory.live_frames(), 0);
 }
