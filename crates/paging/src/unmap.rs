@@ -311,7 +311,10 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     }
 
     /// Changes the attributes of every present leaf in `[va, va + len)` to
-    /// `change(old attributes)`; absent and software entries are left alone.
+    /// `change(old attributes)`; absent and software entries are left alone. An entry
+    /// the hardware would use but that does not decode (reserved bits set) stops the
+    /// call with [`PagingError::Corrupt`]: the leaves before it are changed and already
+    /// invalidated through `tlb`, the rest are not changed.
     ///
     /// `va` and `len` must be 4 KiB aligned and the range must not cut through a block
     /// ([`PagingError::PartialBlock`]). Each entry is updated with compare-exchange, so
@@ -332,7 +335,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         let last = self.check_range(va, len, 4096)?;
         self.check_block_edges(va, last)?;
         let mut flush = Flush::none();
-        self.protect_in(
+        let result = self.protect_in(
             self.root(),
             self.root_level(),
             va,
@@ -340,8 +343,15 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             &mut change,
             tlb,
             &mut flush,
-        )?;
-        Ok(flush)
+        );
+        match result {
+            Ok(()) => Ok(flush),
+            Err(e) => {
+                // What changed before the error must not stay cached.
+                flush.flush(tlb);
+                Err(e)
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -365,6 +375,17 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                 let lower = level.next_lower().expect("table entry at level 1");
                 self.protect_in(next, lower, cs, cl, change, tlb, flush)?;
             } else {
+                if F::is_valid(raw, level) && F::leaf(raw, level).is_none() {
+                    // Valid to the hardware but not a leaf devpriv can read (reserved bits
+                    // set): the MMU uses it, so it cannot be skipped silently.
+                    if let Err(error) = F::decode(raw, level) {
+                        return Err(PagingError::Corrupt {
+                            va: es,
+                            level,
+                            error,
+                        });
+                    }
+                }
                 while let Some((pfn, attrs)) = F::leaf(raw, level) {
                     if cs != es || cl != ee {
                         return Err(PagingError::PartialBlock { va: es, level });

@@ -4,7 +4,7 @@
 use devpriv_paging::model::{Access, Memory, Mmu, MmuError};
 use devpriv_paging::{
     Flush, FlushBatch, FrameAllocator, NoInvalidate, PageTable, PagingError, PagingFormat,
-    ReplaceError, needs_break_before_make,
+    PhysMapper, ReplaceError, needs_break_before_make,
 };
 use devpriv_pte::arch::aarch64::{self, Aarch64};
 use devpriv_pte::arch::x86_64::{self, X86_64};
@@ -1765,4 +1765,70 @@ fn split_returns_its_frame_when_the_table_cannot_be_encoded() {
     ));
     table.destroy(&mut alloc);
     assert_eq!(memory.live_frames(), 0);
+}
+
+/// The raw level-`level` entry for `va` in a table of model memory.
+fn raw_entry<'m, F: PagingFormat>(
+    memory: &'m Memory,
+    table: &PageTable<F, &'m Memory>,
+    va: u64,
+    level: Level,
+) -> &'m core::sync::atomic::AtomicU64 {
+    let mut frame = table.root();
+    let mut at = table.root_level();
+    loop {
+        // SAFETY: model table frames are arrays of atomic words that live as long as
+        // the memory.
+        let entries = unsafe { memory.table(frame).as_ref() };
+        let entry = &entries[at.table_index(va)];
+        if at == level {
+            return entry;
+        }
+        frame = F::table_pfn(entry.load(core::sync::atomic::Ordering::Acquire), at)
+            .expect("a table on the way");
+        at = at.next_lower().unwrap();
+    }
+}
+
+/// A hardware-valid entry that does not decode is reported by `protect`, not skipped;
+/// the leaves changed before it are invalidated.
+#[test]
+fn protect_reports_a_leaf_it_cannot_read() {
+    let memory = Memory::new(16);
+    let mut w = world::<X86_64>(&memory);
+    let mut alloc = &memory;
+    w.table
+        .map(
+            0,
+            Pfn::new(0x42),
+            PageSize::Size4KiB,
+            rw::<X86_64>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .ignore();
+    w.table
+        .map(
+            2 * MIB,
+            Pfn::new(0x400),
+            PageSize::Size2MiB,
+            rw::<X86_64>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .ignore();
+    assert_eq!(w.mmu.access(0, Access::Write), Ok(0x42000));
+    // Bit 13 of a 2 MiB leaf is reserved (the frame is 2 MiB aligned).
+    let slot = raw_entry(&memory, &w.table, 2 * MIB, Level::L2);
+    let good = slot.load(core::sync::atomic::Ordering::Relaxed);
+    slot.store(good | 1 << 13, core::sync::atomic::Ordering::Relaxed);
+    let result = w.table.protect(0, 4 * MIB, |_| ro::<X86_64>(), &w.mmu);
+    assert!(
+        matches!(result, Err(PagingError::Corrupt { va, level: Level::L2, .. }) if va == 2 * MIB),
+        "{result:?}"
+    );
+    // The page before it was changed, and its old translation invalidated.
+    assert_eq!(w.mmu.access(0, Access::Write), Err(MmuError::ReadOnly));
+    slot.store(good, core::sync::atomic::Ordering::Relaxed);
+    w.finish();
 }
