@@ -84,6 +84,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             checked(&mut command)
         });
     }
+    step("docs.rs builds", &mut docs_rs_builds);
     step("qemu boots", &mut || crate::qemu::boot_and_check());
 
     eprintln!("\nxtask test summary");
@@ -105,6 +106,80 @@ pub fn run(args: &[String]) -> Result<(), String> {
     } else {
         Err(format!("{failed} step(s) failed"))
     }
+}
+
+/// How docs.rs builds one crate: its `[package.metadata.docs.rs]`.
+#[derive(Debug, PartialEq, Eq)]
+struct DocsRs {
+    krate: String,
+    targets: Vec<String>,
+    all_features: bool,
+    features: Vec<String>,
+}
+
+/// The docs.rs settings of every workspace package that has them, from
+/// `cargo metadata`'s JSON.
+fn docs_rs_settings(metadata: &serde_json::Value) -> Vec<DocsRs> {
+    let strings = |v: Option<&serde_json::Value>| -> Vec<String> {
+        v.and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
+    packages
+        .iter()
+        .filter_map(|p| {
+            let docs = p.get("metadata")?.get("docs")?.get("rs")?;
+            let mut targets = strings(docs.get("targets"));
+            if targets.is_empty() {
+                targets = docs
+                    .get("default-target")
+                    .and_then(|t| t.as_str())
+                    .map(|t| vec![t.to_string()])
+                    .unwrap_or_default();
+            }
+            Some(DocsRs {
+                krate: p["name"].as_str()?.to_string(),
+                targets,
+                all_features: docs
+                    .get("all-features")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
+                features: strings(docs.get("features")),
+            })
+        })
+        .collect()
+}
+
+/// Builds every crate's documentation the way docs.rs will: its targets, its features,
+/// warnings denied.
+fn docs_rs_builds() -> Result<String, String> {
+    let output = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("cargo metadata output: {e}"))?;
+    let settings = docs_rs_settings(&metadata);
+    for docs in &settings {
+        for target in &docs.targets {
+            let mut command = cargo();
+            command
+                .args(["doc", "--no-deps", "-p", &docs.krate, "--target", target])
+                .env("RUSTDOCFLAGS", "-D warnings --cfg docsrs");
+            if docs.all_features {
+                command.arg("--all-features");
+            } else if !docs.features.is_empty() {
+                command.arg("--features").arg(docs.features.join(","));
+            }
+            run_checked(&mut command).map_err(|e| format!("{} on {target}: {e}", docs.krate))?;
+        }
+    }
+    Ok(format!("{} crates as docs.rs builds them", settings.len()))
 }
 
 /// Runs `command` (see [`run_checked`]); Ok("passed") on success, for the summary.
@@ -191,4 +266,44 @@ fn loom_models() -> Result<String, String> {
         command.args(["-p", krate]);
     }
     checked(&mut command).map(|_| format!("passed ({})", crates.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docs_rs_settings_are_read_from_cargo_metadata() {
+        let metadata = serde_json::json!({
+            "packages": [
+                {"name": "a", "metadata": {"docs": {"rs": {
+                    "default-target": "x86_64-unknown-none",
+                    "targets": ["x86_64-unknown-none", "aarch64-unknown-none"],
+                    "all-features": true
+                }}}},
+                {"name": "b", "metadata": {"docs": {"rs": {
+                    "default-target": "x86_64-unknown-none",
+                    "features": ["alloc"]
+                }}}},
+                {"name": "c", "metadata": null}
+            ]
+        });
+        assert_eq!(
+            docs_rs_settings(&metadata),
+            vec![
+                DocsRs {
+                    krate: "a".into(),
+                    targets: vec!["x86_64-unknown-none".into(), "aarch64-unknown-none".into()],
+                    all_features: true,
+                    features: vec![],
+                },
+                DocsRs {
+                    krate: "b".into(),
+                    targets: vec!["x86_64-unknown-none".into()],
+                    all_features: false,
+                    features: vec!["alloc".into()],
+                },
+            ]
+        );
+    }
 }
