@@ -48,13 +48,19 @@ pub struct Args {
 }
 
 impl Args {
-    /// Parses `args`; names in `with_value` take the next argument as their value.
+    /// Parses `args`; names in `with_value` take the next argument (or what follows
+    /// `=`) as their value. `--name=value` for any other name is an error; other
+    /// `--name`s are switches, checked by
+    /// [`reject_unknown_switches`](Self::reject_unknown_switches).
     pub fn parse(args: &[String], with_value: &[&str]) -> Result<Self, String> {
         let mut parsed = Args::default();
         let mut iter = args.iter();
         while let Some(arg) = iter.next() {
             if let Some(name) = arg.strip_prefix("--") {
                 if let Some((name, value)) = name.split_once('=') {
+                    if !with_value.contains(&name) {
+                        return Err(format!("unknown option --{name}"));
+                    }
                     parsed.options.push((name.to_string(), value.to_string()));
                 } else if with_value.contains(&name) {
                     let value = iter
@@ -85,6 +91,14 @@ impl Args {
         self.switches.iter().any(|s| s == name)
     }
 
+    /// Fails if any positional argument was given.
+    pub fn reject_positional(&self) -> Result<(), String> {
+        match self.positional.first() {
+            Some(arg) => Err(format!("unexpected argument `{arg}`")),
+            None => Ok(()),
+        }
+    }
+
     /// Fails on any switch not in `known`.
     pub fn reject_unknown_switches(&self, known: &[&str]) -> Result<(), String> {
         match self.switches.iter().find(|s| !known.contains(&s.as_str())) {
@@ -105,4 +119,17 @@ pub fn parse_number(text: &str) -> Result<u64, String> {
         None => cleaned.parse::<u64>(),
     };
     parsed.map_err(|e| format!("`{text}` is not a 64-bit number: {e}"))
+}
+
+/// The command line after the program name, as strings: a non-UTF-8 argument is an
+/// error naming it, not a panic.
+pub fn utf8_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<Vec<String>, String> {
+    args.into_iter()
+        .map(|a| {
+            a.into_string()
+                .map_err(|bad| format!("argument `{}` is not UTF-8", bad.to_string_lossy()))
+        })
+        .collect()
 }

@@ -186,6 +186,7 @@ fn encode<F: PteFormat>(args: &Args, level: Level) -> Result<(), String> {
 /// The raw value `pte encode` prints for `args`.
 fn encode_raw<F: PteFormat>(args: &Args, level: Level) -> Result<u64, String> {
     args.reject_unknown_switches(&["young", "dirty", "exclusive", "uffd-wp", "soft-dirty"])?;
+    args.reject_positional()?;
     let kind = args.option("kind").ok_or("--kind KIND is required")?;
     let number = |name: &str| -> Result<u64, String> {
         let text = args
@@ -318,6 +319,29 @@ mod tests {
     fn args(text: &str) -> Args {
         let words: Vec<String> = text.split_whitespace().map(String::from).collect();
         Args::parse(&words, &VALUED_OPTIONS).unwrap()
+    }
+
+    #[test]
+    fn unknown_options_stray_arguments_and_non_utf8_are_errors() {
+        let words =
+            |text: &str| -> Vec<String> { text.split_whitespace().map(String::from).collect() };
+        assert_eq!(
+            Args::parse(&words("--arch=x86_64 --colour=red"), &VALUED_OPTIONS).err(),
+            Some("unknown option --colour".into())
+        );
+        let stray = args("--kind device-private-write --index 1 0x5");
+        assert_eq!(
+            encode_raw::<X86_64>(&stray, Level::L1),
+            Err("unexpected argument `0x5`".into())
+        );
+        assert_eq!(
+            run(&words("decode --arch x86_64 --level 1 0x1 0x2")),
+            Err("pte decode takes exactly one raw value".into())
+        );
+        use std::os::unix::ffi::OsStringExt;
+        let bad = std::ffi::OsString::from_vec(vec![b'-', b'-', 0xff]);
+        let err = crate::cli::utf8_args([std::ffi::OsString::from("pte"), bad]).unwrap_err();
+        assert!(err.contains("not UTF-8"), "{err}");
     }
 
     #[test]

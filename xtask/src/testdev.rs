@@ -8,6 +8,7 @@ use crate::cli::{Args, cargo, run_checked};
 pub fn run(args: &[String]) -> Result<(), String> {
     let args = Args::parse(args, &[])?;
     args.reject_unknown_switches(&["full"])?;
+    args.reject_positional()?;
     let mut command = cargo();
     command.args([
         "run",
