@@ -489,7 +489,7 @@ pub fn ensure_qemu(arch: KernelArch) -> Result<PathBuf, String> {
     }
     let manual = format!(
         "{binary} is not installed. On Debian or Ubuntu run:\n  sudo apt-get update && sudo \
-         apt-get install -y --no-install-recommends {}\n(on Debian bookworm with qemu-utils \
+         apt-get install -y --no-install-recommends --no-remove {}\n(on Debian bookworm with qemu-utils \
          from bookworm-backports, add bookworm-backports to apt's sources and add `-t \
          bookworm-backports`); elsewhere install QEMU's {binary} with the system package \
          manager (Fedora: sudo dnf install qemu-system-x86 qemu-system-aarch64; macOS: brew \
@@ -512,9 +512,7 @@ pub fn ensure_qemu(arch: KernelArch) -> Result<PathBuf, String> {
 /// backports `qemu-utils` causes, the same install from `<codename>-backports`.
 fn install_qemu_with_apt() -> Result<(), String> {
     apt(&["update"])?;
-    let mut install = vec!["install", "-y", "--no-install-recommends"];
-    install.extend(QEMU_PACKAGES);
-    let first = apt_capture(&install)?;
+    let first = apt_capture(&install_command(None))?;
     if first.success {
         return Ok(());
     }
@@ -530,15 +528,19 @@ fn install_qemu_with_apt() -> Result<(), String> {
     eprintln!("xtask qemu: the install conflicts with installed packages; retrying from {suite}");
     ensure_backports_source(&codename)?;
     apt(&["update"])?;
-    let mut install = vec![
-        "install",
-        "-y",
-        "--no-install-recommends",
-        "-t",
-        suite.as_str(),
-    ];
+    apt(&install_command(Some(&suite)))
+}
+
+/// The `apt-get` arguments that install QEMU (from `suite`, if given). `--no-remove`
+/// makes apt refuse rather than remove an installed package to resolve a conflict, and
+/// without `--allow-downgrades` it never downgrades one: the installer only adds.
+fn install_command(suite: Option<&str>) -> Vec<&str> {
+    let mut install = vec!["install", "-y", "--no-install-recommends", "--no-remove"];
+    if let Some(suite) = suite {
+        install.extend(["-t", suite]);
+    }
     install.extend(QEMU_PACKAGES);
-    apt(&install)
+    install
 }
 
 /// Adds `<codename>-backports` to apt's sources unless some source already has it. The
@@ -668,6 +670,16 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
             "Types: deb\nURIs: http://archive.example/debian\nSuites: bookworm-backports\n\
              Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
         );
+    }
+
+    #[test]
+    fn the_installer_never_removes_or_downgrades() {
+        for suite in [None, Some("bookworm-backports")] {
+            let command = install_command(suite);
+            assert!(command.contains(&"--no-remove"), "{command:?}");
+            assert!(!command.iter().any(|a| a.contains("allow")), "{command:?}");
+        }
+        assert!(install_command(Some("bookworm-backports")).ends_with(&QEMU_PACKAGES));
     }
 
     #[test]
