@@ -37,6 +37,9 @@ pub enum RegisterError {
         /// The most a pagemap can have ([`MAX_PAGEMAP_PAGES`](crate::MAX_PAGEMAP_PAGES)).
         max: u64,
     },
+    /// The pagemap's metadata (or driver words) overlaps that of a pagemap already
+    /// registered in the space: the two would hand out each other's pages.
+    AliasedMetadata,
     /// The metadata slice has fewer records than the pagemap has pages.
     MetadataTooSmall {
         /// Records needed.
@@ -141,6 +144,9 @@ impl fmt::Display for RegisterError {
                 write!(f, "{given} driver words given, {needed} needed")
             }
             Self::AlreadyRegistered => f.write_str("the pagemap is already registered"),
+            Self::AliasedMetadata => {
+                f.write_str("the pagemap's metadata overlaps that of a pagemap already registered")
+            }
             Self::SpaceFull => f.write_str("every slot of the device-private space is in use"),
         }
     }

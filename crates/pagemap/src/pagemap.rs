@@ -126,6 +126,20 @@ impl<'a> DevicePagemap<'a> {
         })
     }
 
+    /// Whether this pagemap's metadata or driver words share memory with `other`'s.
+    pub(crate) fn overlaps(&self, other: &DevicePagemap<'_>) -> bool {
+        fn range<T>(s: &[T]) -> core::ops::Range<usize> {
+            let start = s.as_ptr() as usize;
+            start..start + core::mem::size_of_val(s)
+        }
+        fn meet(a: core::ops::Range<usize>, b: core::ops::Range<usize>) -> bool {
+            a.start < b.end && b.start < a.end
+        }
+        meet(range(self.meta), range(other.meta))
+            || matches!((self.driver_words, other.driver_words),
+                (Some(a), Some(b)) if meet(range(a), range(b)))
+    }
+
     /// Adds a driver-private word per page (at least `pages` words), read and written
     /// by the driver through [`Page::driver_word`]. Pagemaps without one pay nothing.
     pub fn with_driver_words(mut self, words: &'a [DriverWord]) -> Result<Self, RegisterError> {

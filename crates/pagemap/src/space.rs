@@ -127,7 +127,9 @@ impl<'a> DevicePrivateSpace<'a> {
     }
 
     /// Registers `pagemap`: gives it a slot, so that its pages get indices and it can
-    /// allocate. O(1) in the size of the pagemap.
+    /// allocate. O(1) in the size of the pagemap. A pagemap whose metadata (or driver
+    /// words) overlaps a registered pagemap's is refused with
+    /// [`RegisterError::AliasedMetadata`].
     pub fn register(&self, pagemap: &'a DevicePagemap<'a>) -> Result<PagemapId, RegisterError> {
         let mut cursor = self.cursor.lock();
         // The allocator lock orders registration against allocations, which read the
@@ -135,6 +137,18 @@ impl<'a> DevicePrivateSpace<'a> {
         let _alloc = pagemap.alloc.lock();
         if pagemap.registration().is_some() {
             return Err(RegisterError::AlreadyRegistered);
+        }
+        // Two pagemaps over the same metadata would hand out each other's pages.
+        for other in &self.slots {
+            let other = other.pagemap.load(Ordering::Acquire);
+            // SAFETY: a non-null slot pointer was stored by `register` from a
+            // `&'a DevicePagemap`, and unregistering (which clears it) needs the cursor
+            // lock this call holds, so the pagemap lives while it is read here.
+            if let Some(other) = unsafe { other.as_ref() }
+                && pagemap.overlaps(other)
+            {
+                return Err(RegisterError::AliasedMetadata);
+            }
         }
         let slot = (0..SLOTS)
             .map(|i| (*cursor + i) % SLOTS)

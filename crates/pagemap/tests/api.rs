@@ -161,6 +161,52 @@ fn registration_errors() {
     assert_eq!(other.register(&pm), Err(RegisterError::AlreadyRegistered));
 }
 
+/// Two pagemaps over the same (or overlapping) metadata would hand out each other's
+/// pages: the second is refused; disjoint metadata is fine, and so is reuse after the
+/// first leaves the space.
+#[test]
+fn aliased_metadata_is_refused() {
+    let ops = Recorder::default();
+    let meta = metadata(16);
+    let first = DevicePagemap::new(8, Owner::new(1), &ops, &meta[..8]).unwrap();
+    let same = DevicePagemap::new(8, Owner::new(2), &ops, &meta[..8]).unwrap();
+    let overlapping = DevicePagemap::new(4, Owner::new(3), &ops, &meta[6..10]).unwrap();
+    let disjoint = DevicePagemap::new(8, Owner::new(4), &ops, &meta[8..]).unwrap();
+    let space = DevicePrivateSpace::new();
+    let id = space.register(&first).unwrap();
+    assert_eq!(space.register(&same), Err(RegisterError::AliasedMetadata));
+    assert_eq!(
+        space.register(&overlapping),
+        Err(RegisterError::AliasedMetadata)
+    );
+    let a = first.alloc(PageSize::Size4KiB).unwrap();
+    assert!(
+        same.alloc(PageSize::Size4KiB).is_err(),
+        "an unregistered pagemap allocates nothing"
+    );
+    drop(a);
+    space.register(&disjoint).unwrap();
+    space.unregister(id).unwrap();
+    space.register(&same).unwrap();
+    let words: Vec<DriverWord> = (0..8).map(|_| DriverWord::new(0)).collect();
+    let other_meta = metadata(16);
+    let with_words = |m| {
+        DevicePagemap::new(8, Owner::new(5), &ops, m)
+            .unwrap()
+            .with_driver_words(&words)
+            .unwrap()
+    };
+    let w1 = with_words(&other_meta[..8]);
+    let w2 = with_words(&other_meta[8..]);
+    let other_space = DevicePrivateSpace::new();
+    other_space.register(&w1).unwrap();
+    assert_eq!(
+        other_space.register(&w2),
+        Err(RegisterError::AliasedMetadata),
+        "shared driver words alias too"
+    );
+}
+
 #[test]
 fn space_full_after_256_pagemaps_and_slot_reuse_bumps_generation() {
     let ops = Recorder::default();
