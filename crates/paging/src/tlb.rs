@@ -18,8 +18,11 @@ pub trait TlbInvalidate {
     /// walk through the tables on its path.
     fn invalidate_page(&self, va: u64);
 
-    /// Invalidates every non-global translation (and, where the architecture does, the
-    /// global ones too; see the implementation).
+    /// Invalidates every translation, global ones included. Page-by-page invalidation
+    /// reaches global entries, and a full flush stands in for it past
+    /// [`FULL_FLUSH_THRESHOLD`](crate::FULL_FLUSH_THRESHOLD) pages, so it must too: a
+    /// full flush that kept them (an x86_64 CR3 reload) would leave stale global
+    /// translations, possibly into table frames already freed.
     fn invalidate_all(&self);
 
     /// Waits until the invalidations are complete on every CPU and resynchronises the
@@ -52,15 +55,33 @@ impl TlbInvalidate for NoInvalidate {
     fn invalidate_all(&self) {}
 }
 
-/// The x86_64 TLB of the executing CPU: `invlpg` for one page, a CR3 reload for all.
-///
-/// A CR3 reload leaves global translations in place; tables that map global pages
-/// should change them with [`invalidate_page`](TlbInvalidate::invalidate_page) (the
-/// batching flusher falls back to a CR3 reload past its threshold). Other CPUs need a
-/// shootdown, which is the kernel's business.
+/// The x86_64 TLB of the executing CPU: `invlpg` for one page; for all, `invpcid`
+/// type 2 (every context, global translations included) where the CPU has it, else a
+/// toggle of CR4.PGE (which drops global translations too; a CR3 reload would not).
+/// Other CPUs need a shootdown, which is the kernel's business.
 #[cfg(all(target_arch = "x86_64", not(test)))]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct X86_64Tlb;
+
+/// Whether the CPU has INVPCID: 0 not looked yet, 1 yes, 2 no.
+#[cfg(all(target_arch = "x86_64", not(test)))]
+static INVPCID: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+#[cfg(all(target_arch = "x86_64", not(test)))]
+fn has_invpcid() -> bool {
+    use core::sync::atomic::Ordering;
+    match INVPCID.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            // CPUID leaf 7, EBX bit 10 (leaf 7 exists where leaf 0 says so).
+            let max = core::arch::x86_64::__cpuid(0).eax;
+            let yes = max >= 7 && core::arch::x86_64::__cpuid_count(7, 0).ebx & (1 << 10) != 0;
+            INVPCID.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
 
 #[cfg(all(target_arch = "x86_64", not(test)))]
 impl TlbInvalidate for X86_64Tlb {
@@ -73,16 +94,47 @@ impl TlbInvalidate for X86_64Tlb {
         }
     }
 
-    #[inline]
     fn invalidate_all(&self) {
-        // SAFETY: writing CR3 back with its own value keeps the same address space and
-        // only drops the non-global cached translations.
+        if has_invpcid() {
+            // Type 2: every PCID, global translations included; the descriptor is read
+            // but its contents are ignored for this type.
+            let descriptor = [0u64; 2];
+            // SAFETY: `invpcid` only drops cached translations; the descriptor is a
+            // valid 16-byte buffer on our stack.
+            unsafe {
+                core::arch::asm!(
+                    "invpcid {kind}, [{desc}]",
+                    kind = in(reg) 2u64,
+                    desc = in(reg) descriptor.as_ptr(),
+                    options(nostack, preserves_flags, readonly),
+                );
+            }
+            return;
+        }
+        // SAFETY: clearing and restoring CR4.PGE (interrupts off in between, as Linux
+        // does) drops every cached translation, global ones included, and changes no
+        // mapping; with PGE clear there are no global translations and a CR3 reload
+        // drops everything.
         unsafe {
             core::arch::asm!(
+                "pushfq",
+                "cli",
+                "mov {cr4}, cr4",
+                "test {cr4}, {pge}",
+                "jz 2f",
+                "mov {tmp}, {cr4}",
+                "xor {tmp}, {pge}",
+                "mov cr4, {tmp}",
+                "mov cr4, {cr4}",
+                "jmp 3f",
+                "2:",
                 "mov {tmp}, cr3",
                 "mov cr3, {tmp}",
+                "3:",
+                "popfq",
+                cr4 = out(reg) _,
                 tmp = out(reg) _,
-                options(nostack, preserves_flags),
+                pge = const 1u64 << 7,
             );
         }
     }

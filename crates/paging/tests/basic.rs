@@ -4,7 +4,7 @@
 use devpriv_paging::model::{Access, Memory, Mmu, MmuError};
 use devpriv_paging::{
     Flush, FlushBatch, FrameAllocator, NoInvalidate, PageTable, PagingError, PagingFormat,
-    PhysMapper, ReplaceError, needs_break_before_make,
+    PhysMapper, ReplaceError, TlbInvalidate, needs_break_before_make,
 };
 use devpriv_pte::arch::aarch64::{self, Aarch64};
 use devpriv_pte::arch::x86_64::{self, X86_64};
@@ -1831,4 +1831,71 @@ fn protect_reports_a_leaf_it_cannot_read() {
     assert_eq!(w.mmu.access(0, Access::Write), Err(MmuError::ReadOnly));
     slot.store(good, core::sync::atomic::Ordering::Relaxed);
     w.finish();
+}
+
+/// A full flush that keeps global translations, as an x86_64 CR3 reload does: what
+/// `X86_64Tlb::invalidate_all` did before it toggled CR4.PGE (or used INVPCID).
+struct KeepsGlobal<'a, 'm>(&'a Mmu<'m, X86_64>);
+
+impl TlbInvalidate for KeepsGlobal<'_, '_> {
+    fn invalidate_page(&self, va: u64) {
+        self.0.invalidate_page(va)
+    }
+
+    fn invalidate_all(&self) {
+        self.0.invalidate_non_global()
+    }
+}
+
+/// Unmapping more than `FULL_FLUSH_THRESHOLD` global pages escalates to a full flush,
+/// which must drop their translations: with one that keeps global entries the MMU model
+/// finds them stale; with one that does not, they are gone.
+#[test]
+fn a_full_flush_drops_global_translations() {
+    let global = <X86_64 as devpriv_pte::PteFormat>::LeafAttributes::from_property(PageProperty {
+        writable: true,
+        global: true,
+        ..PageProperty::default()
+    });
+    let pages = devpriv_paging::FULL_FLUSH_THRESHOLD + 8;
+    for keeps_global in [true, false] {
+        let memory = Memory::new(16);
+        let mut w = world::<X86_64>(&memory);
+        let mut alloc = &memory;
+        // A page that stays keeps the level-1 table alive: the unmap flushes by token.
+        w.table
+            .map_range(0, 0x100_0000, (pages + 1) * 0x1000, global, &mut alloc)
+            .unwrap()
+            .ignore();
+        for p in 0..pages {
+            w.mmu.access(p * 0x1000, Access::Read).unwrap();
+        }
+        let tlb = KeepsGlobal(&w.mmu);
+        let flush = w
+            .table
+            .unmap(0, pages * 0x1000, &mut alloc, &w.mmu)
+            .unwrap();
+        assert!(flush.pages() > devpriv_paging::FULL_FLUSH_THRESHOLD);
+        if keeps_global {
+            flush.flush(&tlb);
+            assert!(matches!(
+                w.mmu.access(0, Access::Read),
+                Err(MmuError::Stale { .. })
+            ));
+            w.mmu.invalidate_all();
+        } else {
+            flush.flush(&w.mmu);
+            assert!(matches!(
+                w.mmu.access(0, Access::Read),
+                Err(MmuError::NotMapped { .. })
+            ));
+        }
+        w.table
+            .unmap(pages * 0x1000, 0x1000, &mut alloc, &w.mmu)
+            .unwrap()
+            .flush(&w.mmu);
+        if !keeps_global {
+            w.finish();
+        }
+    }
 }

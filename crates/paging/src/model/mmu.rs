@@ -273,6 +273,29 @@ impl<'m, F: PagingFormat> Mmu<'m, F> {
     }
 }
 
+impl<F: PagingFormat> Mmu<'_, F> {
+    /// Drops every cached translation except those of global leaves: what an x86_64
+    /// CR3 reload does. [`TlbInvalidate::invalidate_all`] must drop global ones too; a
+    /// `TlbInvalidate` that calls this instead models an implementation that does not
+    /// (and a test with it sees the stale global translations).
+    pub fn invalidate_non_global(&self) {
+        let mut tlb = self.tlb.lock().unwrap();
+        tlb.full_invalidations += 1;
+        let keys: Vec<_> = tlb
+            .entries
+            .iter()
+            .filter(|(_, walk)| {
+                !F::leaf(walk.raw, walk.level)
+                    .is_some_and(|(_, attrs)| devpriv_pte::LeafAttributes::property(&attrs).global)
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in keys {
+            self.drop_entry(&mut tlb, key);
+        }
+    }
+}
+
 impl<F: PagingFormat> TlbInvalidate for Mmu<'_, F> {
     fn invalidate_page(&self, va: u64) {
         let mut tlb = self.tlb.lock().unwrap();
