@@ -35,9 +35,11 @@ pub(crate) enum BreakLost {
 }
 
 /// Replaces the valid entry `old` of the `level` slot that maps `va` by `new` with the
-/// break-before-make sequence: compare-exchange to invalid, invalidate the translation,
-/// compare-exchange to `new`. The new entry needs no further invalidation.
-pub(crate) fn write_break_before_make(
+/// break-before-make sequence: compare-exchange to the format's
+/// [`BREAK_MARKER`](PagingFormat::BREAK_MARKER) (invalid to the hardware), invalidate the
+/// translation, compare-exchange to `new`. The new entry needs no further invalidation.
+/// Walkers that meet the marker wait ([`settled`]), so no one takes the slot for empty.
+pub(crate) fn write_break_before_make<F: PagingFormat>(
     slot: &AtomicU64,
     old: u64,
     new: u64,
@@ -45,12 +47,26 @@ pub(crate) fn write_break_before_make(
     level: Level,
     tlb: &impl TlbInvalidate,
 ) -> Result<(), BreakLost> {
-    slot.compare_exchange(old, 0, Ordering::AcqRel, Ordering::Acquire)
+    slot.compare_exchange(old, F::BREAK_MARKER, Ordering::AcqRel, Ordering::Acquire)
         .map_err(BreakLost::Before)?;
     Flush::entry(va, level.shift()).flush(tlb);
-    slot.compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire)
+    slot.compare_exchange(F::BREAK_MARKER, new, Ordering::AcqRel, Ordering::Acquire)
         .map(|_| ())
         .map_err(BreakLost::After)
+}
+
+/// The value of a live entry, waiting while break-before-make holds it at
+/// [`BREAK_MARKER`](PagingFormat::BREAK_MARKER): a walker never mistakes an entry being
+/// changed for an absent one. The wait is as long as one TLB invalidation.
+#[inline]
+pub(crate) fn settled<F: PagingFormat>(slot: &AtomicU64) -> u64 {
+    loop {
+        let raw = slot.load(Ordering::Acquire);
+        if raw != F::BREAK_MARKER {
+            return raw;
+        }
+        crate::sync::spin_wait();
+    }
 }
 
 /// The aarch64 rules (see the module documentation).

@@ -147,7 +147,7 @@ impl<'a, F: PagingFormat> Slot<'a, F> {
             other => return other,
         }
         let new_raw = self.encode(new)?;
-        match write_break_before_make(self.cell, self.raw, new_raw, self.va, self.level, tlb) {
+        match write_break_before_make::<F>(self.cell, self.raw, new_raw, self.va, self.level, tlb) {
             Ok(()) => {
                 self.raw = new_raw;
                 Ok(Flush::none())
@@ -234,7 +234,7 @@ impl<'a, F: PagingFormat, M: PhysMapper> Cursor<'a, F, M> {
         };
         loop {
             let cell = self.table.entry(table, level.table_index(va));
-            let raw = cell.load(Ordering::Acquire);
+            let raw = crate::bbm::settled::<F>(cell);
             if let Some(next) = F::table_pfn(raw, level) {
                 level = level.next_lower().expect("table entry at level 1");
                 table = next;

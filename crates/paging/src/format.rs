@@ -22,6 +22,13 @@ pub trait PagingFormat: PteFormat {
     /// translatable: both ends are, and they lie in the same half.
     fn is_translatable_range(start: u64, last: u64, va_bits: u32) -> bool;
 
+    /// The value a live entry holds while break-before-make replaces it: invalid to
+    /// the hardware, and never an entry devpriv writes or decodes (must-be-zero bits
+    /// set), so that a walker can tell "being changed" from "absent" (as Linux's
+    /// invalidated PMDs still say what they are). Walkers that meet it wait for the new
+    /// value instead of taking the slot for empty.
+    const BREAK_MARKER: u64;
+
     /// The next table if `raw` at `level` is a present table entry (no reserved-bit check).
     fn table_pfn(raw: u64, level: Level) -> Option<Pfn>;
 
@@ -42,6 +49,9 @@ pub trait PagingFormat: PteFormat {
 }
 
 impl PagingFormat for X86_64 {
+    /// Present clear; bits 4 and 7, which every non-present devpriv entry leaves clear.
+    const BREAK_MARKER: u64 = 1 << 4 | 1 << 7;
+
     fn is_root_level(level: Level) -> bool {
         matches!(level, Level::L4 | Level::L5)
     }
@@ -81,6 +91,9 @@ impl PagingFormat for X86_64 {
 }
 
 impl PagingFormat for Aarch64 {
+    /// Valid clear; bits 1 and 4, which every invalid devpriv entry leaves clear.
+    const BREAK_MARKER: u64 = 1 << 1 | 1 << 4;
+
     fn is_root_level(level: Level) -> bool {
         matches!(level, Level::L2 | Level::L3 | Level::L4)
     }

@@ -119,9 +119,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             found = found
                 .next_lower()
                 .expect("a table entry above the target level");
-            raw = self
-                .entry(table, found.table_index(va))
-                .load(Ordering::Acquire);
+            raw = crate::bbm::settled::<F>(self.entry(table, found.table_index(va)));
         }
         if is_absent::<F>(raw, found) {
             Ok((table, raw))

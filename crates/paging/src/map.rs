@@ -51,7 +51,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             && key == va >> Level::L2.shift()
         {
             let slot = self.entry(table, Level::L1.table_index(va));
-            if !is_absent::<F>(slot.load(Ordering::Acquire), Level::L1) {
+            if !is_absent::<F>(crate::bbm::settled::<F>(slot), Level::L1) {
                 return Err(PagingError::Occupied {
                     va,
                     level: Level::L1,
@@ -216,7 +216,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         for entry in &entries[level.table_index(start)..=level.table_index(last)] {
             let (ee, cs, cl) = chunk(level, es, start, last);
             let chunk_pa = pa + (cs - start);
-            let raw = entry.load(Ordering::Acquire);
+            let raw = crate::bbm::settled::<F>(entry);
             let table = F::table_pfn(raw, level);
             if table.is_none()
                 && Self::is_leaf_chunk(level, plan.max_leaf, es, ee, cs, cl, chunk_pa)
@@ -302,7 +302,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         for entry in &entries[level.table_index(start)..=level.table_index(last)] {
             let (ee, cs, cl) = chunk(level, es, start, last);
             let chunk_pa = pa + (cs - start);
-            let raw = entry.load(Ordering::Acquire);
+            let raw = crate::bbm::settled::<F>(entry);
             let table = F::table_pfn(raw, level);
             if table.is_none()
                 && Self::is_leaf_chunk(level, plan.max_leaf, es, ee, cs, cl, chunk_pa)

@@ -156,7 +156,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             };
             let table_entry = F::decode(table_raw, level).expect("encoded table decodes");
             if F::is_valid(raw, level) && F::needs_break_before_make(&old, &table_entry) {
-                match write_break_before_make(slot, raw, table_raw, es, level, tlb) {
+                match write_break_before_make::<F>(slot, raw, table_raw, es, level, tlb) {
                     Ok(()) => return Ok(Flush::none()),
                     Err(BreakLost::Before(now)) => {
                         raw = now;
@@ -258,7 +258,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             .ok_or(PagingError::NotCollapsible { va: es })?;
         let merged_raw = F::encode(&merged, level)?;
         let slot = self.entry(table, level.table_index(va));
-        slot.store(0, Ordering::Release);
+        slot.store(F::BREAK_MARKER, Ordering::Release);
         // Every translation below the entry may be cached (4 KiB pages of a 2 MiB range):
         // invalidate them all, or the TLB could hold both sizes at once.
         let lower = level.next_lower().expect("level 2 or 3");

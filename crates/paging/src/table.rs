@@ -382,9 +382,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         let mut table = self.root;
         let mut level = self.root_level;
         loop {
-            let raw = self
-                .entry(table, level.table_index(va))
-                .load(Ordering::Acquire);
+            let raw = crate::bbm::settled::<F>(self.entry(table, level.table_index(va)));
             if level == stop {
                 return (table, level, raw);
             }

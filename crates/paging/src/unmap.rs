@@ -247,7 +247,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             && (last & (span - 1)) == span - 1;
         for entry in &entries[first..=final_index] {
             let (_, cs, cl) = chunk(level, es, start, last);
-            let raw = entry.load(Ordering::Acquire);
+            let raw = crate::bbm::settled::<F>(entry);
             if raw != 0 {
                 if let Some(next) = F::table_pfn(raw, level) {
                     let lower = level.next_lower().expect("table entry at level 1");
@@ -370,7 +370,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         let mut es = start & !(span - 1);
         for entry in &entries[level.table_index(start)..=level.table_index(last)] {
             let (ee, cs, cl) = chunk(level, es, start, last);
-            let mut raw = entry.load(Ordering::Acquire);
+            let mut raw = crate::bbm::settled::<F>(entry);
             if let Some(next) = F::table_pfn(raw, level) {
                 let lower = level.next_lower().expect("table entry at level 1");
                 self.protect_in(next, lower, cs, cl, change, tlb, flush)?;
@@ -402,7 +402,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                         break;
                     }
                     if F::needs_break_before_make(&old, &new) {
-                        match write_break_before_make(entry, raw, new_raw, es, level, tlb) {
+                        match write_break_before_make::<F>(entry, raw, new_raw, es, level, tlb) {
                             Ok(()) => break,
                             Err(BreakLost::Before(now)) => {
                                 raw = now;

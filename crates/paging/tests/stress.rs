@@ -282,3 +282,56 @@ fn racing_installs_x86_64() {
 fn racing_installs_aarch64() {
     racing_installs::<Aarch64>(Level::L3);
 }
+
+/// While an aarch64 split replaces a 2 MiB block break-before-make (held here in the
+/// middle by a slow invalidator), another CPU's `translate` and `lookup` of the block
+/// wait for the new table instead of reporting the block absent.
+#[test]
+fn the_break_before_make_window_is_busy_not_absent() {
+    use std::sync::Barrier;
+    use std::time::Duration;
+    struct Slow<'b>(&'b Barrier);
+    impl devpriv_paging::TlbInvalidate for Slow<'_> {
+        fn invalidate_page(&self, _va: u64) {
+            // The entry is being changed now: let the reader look, and take our time.
+            self.0.wait();
+            thread::sleep(Duration::from_millis(50));
+        }
+        fn invalidate_all(&self) {}
+    }
+    let memory = Memory::new(16);
+    let mut alloc = &memory;
+    let mut table = PageTable::<Aarch64, _>::new(Level::L3, &memory, &mut alloc).unwrap();
+    let rw = devpriv_pte::arch::aarch64::PageAttributes::from_property(PageProperty {
+        writable: true,
+        accessed: true,
+        ..PageProperty::default()
+    });
+    table
+        .map(2 * MIB, Pfn::new(0x400), PageSize::Size2MiB, rw, &mut alloc)
+        .unwrap()
+        .ignore();
+    let barrier = Barrier::new(2);
+    thread::scope(|s| {
+        s.spawn(|| {
+            let mut frames = &memory;
+            table
+                .split(2 * MIB, &mut frames, &Slow(&barrier))
+                .unwrap()
+                .ignore();
+        });
+        barrier.wait();
+        let seen = table.translate(2 * MIB + 0x5000).map(|t| (t.pa, t.size));
+        assert_eq!(
+            seen,
+            Some((0x40_5000, PageSize::Size4KiB)),
+            "a walker saw the block absent (or the old block) mid-split"
+        );
+        assert!(matches!(
+            table.lookup(2 * MIB),
+            Ok((Level::L1, devpriv_pte::Entry::Leaf { .. }))
+        ));
+    });
+    let mut alloc = &memory;
+    table.destroy(&mut alloc);
+}
