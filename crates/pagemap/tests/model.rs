@@ -437,7 +437,7 @@ fn run(ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn allocator_matches_model(ops in proptest::collection::vec(op(), 1..200)) {
@@ -460,4 +460,12 @@ fn fill_and_drain() {
         }
     }
     run(ops);
+}
+
+/// `PROPTEST_CASES` if set (Miri runs a handful), else 256.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
 }

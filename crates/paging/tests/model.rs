@@ -372,7 +372,7 @@ fn run<F: PagingFormat>(root: Level, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn x86_64_agrees_with_model(ops in prop::collection::vec(op(), 1..32)) {
@@ -393,4 +393,12 @@ proptest! {
     fn aarch64_3_level_agrees_with_model(ops in prop::collection::vec(op(), 1..16)) {
         run::<Aarch64>(Level::L3, &ops);
     }
+}
+
+/// `PROPTEST_CASES` if set (Miri runs a handful), else 48.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
 }

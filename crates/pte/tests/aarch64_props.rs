@@ -83,7 +83,7 @@ fn any_level() -> impl Strategy<Value = Level> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2048))]
+    #![proptest_config(ProptestConfig::with_cases(cases(2048)))]
 
     #[test]
     fn software_round_trip(entry in software_entry(false), level in prop_oneof![Just(Level::L1), Just(Level::L2)]) {

@@ -13,7 +13,7 @@ fn attrs() -> impl Strategy<Value = PageAttributes> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1024))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn raw_round_trip(raw in any::<u64>(), level in 1..=5u8) {
@@ -100,4 +100,12 @@ fn frames_and_errors() {
         X86_64::leaf_to_frame::<Size4KiB>(&table),
         Err(ConversionError::WrongKind)
     );
+}
+
+/// `PROPTEST_CASES` if set (Miri runs a handful), else 1024.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
 }

@@ -151,3 +151,12 @@ pub fn raw_value() -> impl Strategy<Value = u64> {
         Just(u64::MAX),
     ]
 }
+
+/// The number of cases a property test runs: `PROPTEST_CASES` if set (Miri runs a
+/// handful), else `default`.
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
