@@ -9,6 +9,50 @@ pub fn repo_root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
+/// The directory cargo builds into: `target_directory` from `cargo metadata` (which
+/// honours `CARGO_TARGET_DIR` and `build.target-dir`), or, when cargo cannot say,
+/// [`target_dir_from_env`].
+pub fn target_dir() -> PathBuf {
+    let metadata = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok());
+    metadata
+        .as_ref()
+        .and_then(target_dir_from_metadata)
+        .unwrap_or_else(|| target_dir_from_env(std::env::var_os("CARGO_TARGET_DIR"), &repo_root()))
+}
+
+/// `target_directory` from `cargo metadata`'s JSON.
+pub fn target_dir_from_metadata(metadata: &serde_json::Value) -> Option<PathBuf> {
+    metadata["target_directory"].as_str().map(PathBuf::from)
+}
+
+/// The target directory as the cargo commands xtask runs from `root` pick it from the
+/// environment: `CARGO_TARGET_DIR` (relative to `root` when relative) if set and not
+/// empty, else `root/target`.
+pub fn target_dir_from_env(
+    cargo_target_dir: Option<std::ffi::OsString>,
+    root: &std::path::Path,
+) -> PathBuf {
+    match cargo_target_dir {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
+/// Splits `args` at the first `--`: xtask's own arguments, then the ones it passes on
+/// untouched (to criterion, to the test harness). Without `--` the second part is empty.
+pub fn split_passthrough(args: &[String]) -> (&[String], &[String]) {
+    match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (args, &[]),
+    }
+}
+
 /// A `cargo` command run from the repository root, with the same cargo binary that runs
 /// xtask.
 pub fn cargo() -> Command {
@@ -132,4 +176,82 @@ pub fn utf8_args(
                 .map_err(|bad| format!("argument `{}` is not UTF-8", bad.to_string_lossy()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn strings(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn arguments_after_the_first_double_dash_pass_through_untouched() {
+        let args = strings(&[
+            "--summary",
+            "decode",
+            "--",
+            "--warm-up-time",
+            "1",
+            "--",
+            "x",
+        ]);
+        let (own, rest) = split_passthrough(&args);
+        assert_eq!(own, strings(&["--summary", "decode"]));
+        assert_eq!(rest, strings(&["--warm-up-time", "1", "--", "x"]));
+    }
+
+    #[test]
+    fn without_a_double_dash_nothing_passes_through() {
+        let args = strings(&["--summary", "decode"]);
+        let (own, rest) = split_passthrough(&args);
+        assert_eq!(own, args.as_slice());
+        assert!(rest.is_empty());
+        let (own, rest) = split_passthrough(&[]);
+        assert!(own.is_empty() && rest.is_empty());
+    }
+
+    #[test]
+    fn cargo_target_dir_wins_and_is_relative_to_the_repository() {
+        let root = Path::new("/home/me/devpriv");
+        assert_eq!(
+            target_dir_from_env(Some("/tmp/t".into()), root),
+            Path::new("/tmp/t")
+        );
+        assert_eq!(
+            target_dir_from_env(Some("out".into()), root),
+            Path::new("/home/me/devpriv/out")
+        );
+        assert_eq!(
+            target_dir_from_env(Some("".into()), root),
+            Path::new("/home/me/devpriv/target")
+        );
+        assert_eq!(
+            target_dir_from_env(None, root),
+            Path::new("/home/me/devpriv/target")
+        );
+    }
+
+    #[test]
+    fn the_target_dir_is_read_from_cargo_metadata() {
+        let metadata = serde_json::json!({"packages": [], "target_directory": "/work/t"});
+        assert_eq!(
+            target_dir_from_metadata(&metadata),
+            Some(PathBuf::from("/work/t"))
+        );
+        assert_eq!(target_dir_from_metadata(&serde_json::json!({})), None);
+    }
+
+    #[test]
+    fn the_real_target_dir_honours_cargo_target_dir() {
+        // Cargo runs xtask's tests with the environment it was given, so the answer
+        // must agree with CARGO_TARGET_DIR when that is set.
+        let dir = target_dir();
+        assert!(dir.is_absolute(), "{}", dir.display());
+        if let Some(env) = std::env::var_os("CARGO_TARGET_DIR").filter(|e| !e.is_empty()) {
+            assert_eq!(dir, repo_root().join(env));
+        }
+    }
 }

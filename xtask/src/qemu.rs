@@ -310,7 +310,7 @@ pub fn build_kernel(arch: KernelArch) -> Result<PathBuf, String> {
     build_kernel_with(arch, &[], "kernels")
 }
 
-/// Builds the kernel for `arch` with cargo `features` into `target/<target_dir>` and
+/// Builds the kernel for `arch` with cargo `features` into `<target dir>/<target_dir>` and
 /// returns the path of its ELF.
 pub fn build_kernel_with(
     arch: KernelArch,
@@ -318,7 +318,7 @@ pub fn build_kernel_with(
     target_dir: &str,
 ) -> Result<PathBuf, String> {
     let root = repo_root();
-    let target_dir = root.join("target").join(target_dir);
+    let target_dir = crate::cli::target_dir().join(target_dir);
     let manifest = root.join(arch.crate_dir()).join("Cargo.toml");
     eprintln!("xtask qemu: building the {} kernel", arch.name());
     let mut command = cargo();

@@ -1,8 +1,8 @@
 //! Migration throughput (Linux's `benchmark_thp_migration`): buffers of 512 KiB to
 //! 256 MiB moved to the simulated device and back, with 4 KiB and 2 MiB folios, with
 //! the copy engine copying and with it idle (the bookkeeping alone), side by side in
-//! one run. Prints a Markdown table and writes it to `target/testdev-throughput.md`
-//! for `cargo xtask bench`.
+//! one run. Prints a Markdown table and writes it to `testdev-throughput.md` in the
+//! target directory for `cargo xtask bench` (`THROUGHPUT_OUT` names another file).
 //!
 //! `THROUGHPUT_ITERATIONS` sets the timed round trips per configuration (default 5,
 //! as hmm-tests).
@@ -28,8 +28,16 @@ fn main() {
     let table = table(&rows);
     println!("{table}");
     if !quick {
-        let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target/testdev-throughput.md");
+        let out = std::env::var_os("THROUGHPUT_OUT")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                let target = std::env::var_os("CARGO_TARGET_DIR")
+                    .map(std::path::PathBuf::from)
+                    .unwrap_or_else(|| {
+                        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target")
+                    });
+                target.join("testdev-throughput.md")
+            });
         if let Err(e) = std::fs::write(&out, &table) {
             eprintln!("could not write {}: {e}", out.display());
         }
