@@ -9,11 +9,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let args = Args::parse(args, &[])?;
     args.reject_unknown_switches(&["full"])?;
     args.reject_positional()?;
+    // Cargo's own progress shows while the release build runs (the first one takes a
+    // while); the transcript follows it.
+    eprintln!("xtask testdev: building and running devpriv-testdev's transcript (release)");
     let mut command = cargo();
     command.args([
         "run",
         "--release",
-        "--quiet",
         "-p",
         "devpriv-testdev",
         "--example",
