@@ -95,7 +95,7 @@ fn describe<F: PteFormat>(entry: &Entry<F>) -> Map<String, Value> {
             f.insert("pfn".into(), json!(next.number()));
             f.insert("attributes".into(), json!(format!("{attrs:?}")));
         }
-        Entry::Leaf { pfn, size, attrs } => {
+        Entry::Leaf { pfn, size, attrs } | Entry::ProtNone { pfn, size, attrs } => {
             let p = attrs.property();
             f.insert("pfn".into(), json!(pfn.number()));
             f.insert(
@@ -423,6 +423,6 @@ mod tests {
             encode_raw::<X86_64>(&args("--kind hw-poison --pfn 1 --young"), Level::L1).is_err()
         );
         assert!(encode_raw::<X86_64>(&args("--kind nonsense --pfn 1"), Level::L1).is_err());
-        assert!(decode_fields::<X86_64>(0x100, Level::L1).is_err());
+        assert!(decode_fields::<X86_64>(0x10, Level::L1).is_err());
     }
 }

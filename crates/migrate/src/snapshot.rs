@@ -240,7 +240,9 @@ fn page_word<'a, P: Platform, L: HmmLayout>(
                 Ok(HmmPfn::error())
             }
         }
-        Ok(Entry::Absent) | Ok(Entry::Table { .. }) => {
+        // A PROT_NONE / NUMA-hinting entry is not accessible until the kernel resolves
+        // the fault it raises: like a hole.
+        Ok(Entry::Absent) | Ok(Entry::Table { .. }) | Ok(Entry::ProtNone { .. }) => {
             if fault {
                 Err(Need::Kernel(write))
             } else {

@@ -33,6 +33,20 @@ pub enum Entry<F: PteFormat> {
     /// A non-present entry that records something for the kernel: swap, migration,
     /// device-private, device-exclusive, hw-poison or a marker.
     Software(SoftwareEntry),
+    /// A mapping the kernel keeps but the hardware must not use: `PROT_NONE`, or a NUMA
+    /// hinting entry (Linux `pte_protnone`: x86_64 `_PAGE_PROTNONE` with P clear, arm64
+    /// `PTE_PRESENT_INVALID` with the valid bit clear). The kernel treats it as present
+    /// (it holds a frame and attributes); every CPU access faults.
+    ProtNone {
+        /// The first frame of the page or block; aligned to `size`.
+        pfn: Pfn,
+        /// The size mapped; always the leaf size of the level the entry sits at.
+        size: PageSize,
+        /// The attributes the mapping gets back when it is made accessible. On x86_64
+        /// `global` reads false (bit 8 is the PROT_NONE marker); on aarch64 `not_global`
+        /// reads true (bit 11 is the marker).
+        attrs: F::LeafAttributes,
+    },
 }
 
 impl<F: PteFormat> Entry<F> {
@@ -44,10 +58,12 @@ impl<F: PteFormat> Entry<F> {
             Self::Table { .. } => "table",
             Self::Leaf { .. } => "leaf",
             Self::Software(sw) => sw.kind.name(),
+            Self::ProtNone { .. } => "prot-none",
         }
     }
 
-    /// Whether the hardware walker treats the entry as valid.
+    /// Whether the hardware walker treats the entry as valid (a [`Self::ProtNone`] entry
+    /// is not: the kernel treats it as present, the hardware does not).
     pub const fn is_present(&self) -> bool {
         matches!(self, Self::Table { .. } | Self::Leaf { .. })
     }

@@ -8,7 +8,8 @@ use crate::level::{Level, PageSize};
 pub enum EncodeError {
     /// The frame number does not fit the format's output-address field.
     FrameTooLarge,
-    /// The device index does not fit the software entry's offset field (40 bits).
+    /// The device index does not fit the software entry's offset field (the profile's
+    /// [`number_bits`](crate::Profile::number_bits), 40 under devpriv's own).
     IndexTooLarge,
     /// The swap offset does not fit the offset field (42 bits).
     OffsetTooLarge,
@@ -32,6 +33,9 @@ pub enum EncodeError {
     /// aarch64, swap type 0 at offset 0: Linux never writes it, offset 0 being the
     /// swap header).
     EncodesAsAbsent,
+    /// The profile's type numbering has no type number for the kind: a kind whose kernel
+    /// option is off, or a swap type the numbering gives to a special kind.
+    TypeNotInProfile,
 }
 
 /// Why a raw value could not be decoded at a level. Decoding never panics.
@@ -43,11 +47,12 @@ pub enum DecodeError {
         /// The offending bits, in their raw positions.
         bits: u64,
     },
-    /// A non-present entry with the PROT_NONE marker: a present-but-inaccessible mapping
-    /// (Linux `_PAGE_PROTNONE` / `PTE_PRESENT_INVALID`), which this crate does not model.
-    ProtNone,
     /// A software entry whose offset is wider than [`crate::software::OFFSET_BITS`].
-    OffsetTooWide,
+    OffsetTooWide {
+        /// The offset bits beyond the limit, in their raw positions (on x86_64 the
+        /// offset is stored inverted: these are the raw bits whose inverted value is 1).
+        bits: u64,
+    },
     /// A software entry where software entries are not defined (above level 2).
     SoftwareAtLevel(Level),
     /// A descriptor type the architecture reserves at this level (for example an aarch64
@@ -59,13 +64,59 @@ pub enum DecodeError {
 
 impl core::fmt::Display for EncodeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        core::fmt::Debug::fmt(self, f)
+        match self {
+            Self::FrameTooLarge => f.write_str("the frame number does not fit the entry"),
+            Self::IndexTooLarge => f.write_str("the device index does not fit the entry"),
+            Self::OffsetTooLarge => f.write_str("the swap offset is wider than 42 bits"),
+            Self::KindNotAllowedAtLevel(level) => {
+                write!(
+                    f,
+                    "this kind of entry cannot be encoded at level {}",
+                    *level as u8
+                )
+            }
+            Self::SizeMismatch { level, size } => write!(
+                f,
+                "a {size:?} leaf cannot be encoded at level {}",
+                *level as u8
+            ),
+            Self::UnalignedFrame => f.write_str("the frame is not aligned to the leaf size"),
+            Self::UnsupportedAttribute => {
+                f.write_str("the format cannot express one of the attributes")
+            }
+            Self::NoSuchLevel(level) => {
+                write!(f, "the format has no level {}", *level as u8)
+            }
+            Self::EncodesAsAbsent => {
+                f.write_str("the entry would encode as 0, which reads as an absent entry")
+            }
+            Self::TypeNotInProfile => {
+                f.write_str("the profile's type numbering has no type number for this kind")
+            }
+        }
     }
 }
 
 impl core::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        core::fmt::Debug::fmt(self, f)
+        match self {
+            Self::ReservedBitsSet { bits } => {
+                write!(f, "reserved bits {bits:#x} are set")
+            }
+            Self::OffsetTooWide { bits } => write!(
+                f,
+                "the software entry's offset is wider than 42 bits (raw bits {bits:#x})"
+            ),
+            Self::SoftwareAtLevel(level) => write!(
+                f,
+                "a software entry at level {}, where none are defined",
+                *level as u8
+            ),
+            Self::InvalidDescriptor => f.write_str("the descriptor type is reserved at this level"),
+            Self::NoSuchLevel(level) => {
+                write!(f, "the format has no level {}", *level as u8)
+            }
+        }
     }
 }
 

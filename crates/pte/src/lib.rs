@@ -13,6 +13,10 @@
 //!   their modules also export the raw bitfield layouts and the register values
 //!   (`PAT_MSR_VALUE`, `MAIR_VALUE`) the memory types assume.
 //! - Every encode and decode takes the [`Level`] (1 = 4 KiB ... 5 = x86_64 LA57 root).
+//! - What depends on how a kernel was built (physical-address width, type numbering,
+//!   memory-attribute tables) is a [`Profile`]: `decode_in`/`encode_in` take one, with
+//!   presets for Linux guests; `decode`/`encode` use devpriv's own,
+//!   [`Profile::DEVPRIV`]. [`PteFormat::decode_lenient`] reads anything a guest holds.
 //! - Decoding is total (any `u64`, any level: an [`Entry`] or a [`DecodeError`]);
 //!   encoding never truncates (an [`EncodeError`] instead).
 //! - The bit layouts and the Linux names are in `docs/pte-layout.md`.
@@ -42,13 +46,17 @@ pub mod error;
 pub mod format;
 pub mod frame;
 pub mod level;
+pub mod profile;
 pub mod software;
 
 pub use entry::Entry;
 pub use error::{DecodeError, EncodeError};
-pub use format::{Arch, Geometry, LeafAttributes, MemoryType, PageProperty, PteFormat};
+pub use format::{
+    Arch, Geometry, LeafAttributes, LenientEntry, MemoryType, PageProperty, PteFormat,
+};
 pub use frame::{DeviceIndex, Pfn};
 pub use level::{Level, PageSize};
+pub use profile::{AttributeTable, MainlineOptions, Profile, TypeMeaning, TypeNumbering};
 pub use software::{
     DeviceAccess, Marker, MigrationAccess, SideBits, SoftwareEntry, SoftwareKind, SwapType,
 };

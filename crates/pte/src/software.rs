@@ -1,28 +1,33 @@
 //! Software (non-present) entries: what the kernel records in an entry the hardware
 //! ignores.
 //!
-//! The kinds and their type numbers are Linux's, with every option enabled: swap types
-//! 0..=20, device-private migration 21..=23, hw-poison 24, migration 25..=27,
-//! device-private write/read 28/29, device-exclusive 30, marker 31. Each architecture
-//! module places the type, the offset and the side bits in the raw entry.
+//! The kinds are Linux's. Their type numbers and the width of the frame number depend on
+//! the kernel and come from a [`Profile`]; devpriv's own ([`Profile::DEVPRIV`], used by
+//! the plain `encode`/`decode`) numbers swap types 0..=20, device-private migration
+//! 21..=23, hw-poison 24, migration 25..=27, device-private write/read 28/29,
+//! device-exclusive 30, marker 31. Each architecture module places the type, the offset
+//! and the side bits in the raw entry.
 
 use crate::error::{DecodeError, EncodeError};
 use crate::frame::{DeviceIndex, Pfn, SOFTWARE_NUMBER_BITS};
+use crate::profile::{Profile, TypeMeaning, TypeNumbering};
 
 /// Bits of the offset field that any software entry may use (frame or index plus the
 /// young and dirty bits, or a swap offset).
 pub const OFFSET_BITS: u32 = SOFTWARE_NUMBER_BITS + 2;
 
-/// Offset bit that records "young" (accessed) in a migration entry.
+/// Offset bit that records "young" (accessed) in a migration entry under
+/// [`Profile::DEVPRIV`] (other profiles: [`Profile::migration_young_bit`]).
 pub const MIGRATION_YOUNG_BIT: u32 = SOFTWARE_NUMBER_BITS;
 
-/// Offset bit that records "dirty" in a migration entry.
+/// Offset bit that records "dirty" in a migration entry under [`Profile::DEVPRIV`].
 pub const MIGRATION_DIRTY_BIT: u32 = SOFTWARE_NUMBER_BITS + 1;
 
-/// Number of the highest swap-device type; types above it are special kinds.
+/// Number of the highest swap-device type under [`Profile::DEVPRIV`]; types above it are
+/// special kinds. Other profiles: [`TypeNumbering::swap_types`].
 pub const MAX_SWAP_TYPE: u8 = 20;
 
-/// The 5-bit type numbers of the special kinds.
+/// The 5-bit type numbers of the special kinds under [`Profile::DEVPRIV`].
 pub mod type_number {
     /// Device-private migration, read (added by the device-private address space series).
     pub const DEVICE_MIGRATION_READ: u8 = 21;
@@ -48,18 +53,17 @@ pub mod type_number {
     pub const MARKER: u8 = 31;
 }
 
-/// A swap device number, 0..=20.
+/// A swap device number, 0..=31. How many a kernel has depends on its type numbering
+/// ([`TypeNumbering::swap_types`]: 21 under [`Profile::DEVPRIV`], 24 under mainline);
+/// encoding a swap type the profile gives to a special kind is
+/// [`EncodeError::TypeNotInProfile`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SwapType(u8);
 
 impl SwapType {
-    /// The swap type `n`, or `None` above [`MAX_SWAP_TYPE`].
+    /// The swap type `n`, or `None` if it does not fit the 5-bit type field (above 31).
     pub const fn new(n: u8) -> Option<Self> {
-        if n <= MAX_SWAP_TYPE {
-            Some(Self(n))
-        } else {
-            None
-        }
+        if n < 32 { Some(Self(n)) } else { None }
     }
 
     /// The type number.
@@ -164,28 +168,47 @@ pub enum SoftwareKind {
 }
 
 impl SoftwareKind {
-    /// The 5-bit type number Linux gives this kind.
+    /// What the kind's type number means, independent of any numbering.
+    #[inline]
+    pub const fn meaning(&self) -> TypeMeaning {
+        match *self {
+            Self::Swap { .. } => TypeMeaning::Swap,
+            Self::Migration { access, .. } => TypeMeaning::Migration(access),
+            Self::DeviceMigration { access, .. } => TypeMeaning::DeviceMigration(access),
+            Self::DevicePrivate { access, .. } => TypeMeaning::DevicePrivate(access),
+            Self::DeviceExclusive { .. } => TypeMeaning::DeviceExclusive,
+            Self::HwPoison { .. } => TypeMeaning::HwPoison,
+            Self::Marker(_) => TypeMeaning::Marker,
+        }
+    }
+
+    /// The 5-bit type number `types` gives this kind, or
+    /// [`EncodeError::TypeNotInProfile`] if it has none (a kind whose kernel option is
+    /// off, or a swap type it gives to a special kind).
+    #[inline]
+    pub const fn type_number_in(&self, types: &TypeNumbering) -> Result<u8, EncodeError> {
+        if let Self::Swap { swap_type, .. } = self {
+            return if swap_type.number() < types.swap_types() {
+                Ok(swap_type.number())
+            } else {
+                Err(EncodeError::TypeNotInProfile)
+            };
+        }
+        match types.number(self.meaning()) {
+            Some(n) => Ok(n),
+            None => Err(EncodeError::TypeNotInProfile),
+        }
+    }
+
+    /// The 5-bit type number under [`Profile::DEVPRIV`] (for a swap kind, its swap type
+    /// whatever it is).
     pub const fn type_number(&self) -> u8 {
-        use type_number as t;
         match self {
             Self::Swap { swap_type, .. } => swap_type.number(),
-            Self::Migration { access, .. } => match access {
-                MigrationAccess::Read => t::MIGRATION_READ,
-                MigrationAccess::ReadExclusive => t::MIGRATION_READ_EXCLUSIVE,
-                MigrationAccess::Write => t::MIGRATION_WRITE,
+            _ => match TypeNumbering::DEVPRIV.number(self.meaning()) {
+                Some(n) => n,
+                None => unreachable!(),
             },
-            Self::DeviceMigration { access, .. } => match access {
-                MigrationAccess::Read => t::DEVICE_MIGRATION_READ,
-                MigrationAccess::ReadExclusive => t::DEVICE_MIGRATION_READ_EXCLUSIVE,
-                MigrationAccess::Write => t::DEVICE_MIGRATION_WRITE,
-            },
-            Self::DevicePrivate { access, .. } => match access {
-                DeviceAccess::Read => t::DEVICE_READ,
-                DeviceAccess::Write => t::DEVICE_WRITE,
-            },
-            Self::DeviceExclusive { .. } => t::DEVICE_EXCLUSIVE,
-            Self::HwPoison { .. } => t::HWPOISON,
-            Self::Marker(_) => t::MARKER,
         }
     }
 
@@ -248,8 +271,8 @@ impl SoftwareEntry {
 /// bit mask into raw bit positions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OffsetError {
-    /// The offset uses bits at or above [`OFFSET_BITS`].
-    TooWide,
+    /// The offset uses bits at or above [`OFFSET_BITS`] (the offset bits given).
+    TooWide(u64),
     /// The kind does not define these offset bits (young/dirty outside migration
     /// entries, non-marker bits in a marker payload).
     Reserved(u64),
@@ -260,7 +283,9 @@ impl OffsetError {
     /// `offset_shift`: reserved offset bits are reported at their raw positions.
     pub(crate) const fn at_raw_shift(self, offset_shift: u32) -> DecodeError {
         match self {
-            Self::TooWide => DecodeError::OffsetTooWide,
+            Self::TooWide(bits) => DecodeError::OffsetTooWide {
+                bits: bits << offset_shift,
+            },
             Self::Reserved(bits) => DecodeError::ReservedBitsSet {
                 bits: bits << offset_shift,
             },
@@ -268,8 +293,6 @@ impl OffsetError {
     }
 }
 
-/// Mask of the frame-number / index part of the offset.
-const NUMBER_MASK: u64 = (1 << SOFTWARE_NUMBER_BITS) - 1;
 /// Mask of every offset bit a software entry may use.
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 /// Marker payload bits: uffd-wp 0, poisoned 1, guard 2.
@@ -295,33 +318,19 @@ impl Marker {
 }
 
 impl SoftwareKind {
-    /// The generic offset Linux stores with this kind (`swp_offset`): the swap offset,
-    /// the frame number or device index (with young at bit 40 and dirty at bit 41 for
-    /// migration kinds), or the marker payload.
+    /// The generic offset Linux stores with this kind (`swp_offset`) under `profile`:
+    /// the swap offset, the frame number or device index (with young and dirty at
+    /// [`Profile::migration_young_bit`] and the bit above for migration kinds), or the
+    /// marker payload.
     ///
     /// Fails if the number does not fit: [`EncodeError::OffsetTooLarge`] for a swap
     /// offset of more than [`OFFSET_BITS`] bits, [`EncodeError::FrameTooLarge`] /
     /// [`EncodeError::IndexTooLarge`] for a number of more than
-    /// [`SOFTWARE_NUMBER_BITS`] bits.
+    /// [`Profile::number_bits`] bits.
     #[inline]
-    pub const fn offset(&self) -> Result<u64, EncodeError> {
-        const fn frame(pfn: Pfn) -> Result<u64, EncodeError> {
-            if pfn.number() > NUMBER_MASK {
-                Err(EncodeError::FrameTooLarge)
-            } else {
-                Ok(pfn.number())
-            }
-        }
-        const fn index(index: DeviceIndex) -> Result<u64, EncodeError> {
-            if index.number() > NUMBER_MASK {
-                Err(EncodeError::IndexTooLarge)
-            } else {
-                Ok(index.number())
-            }
-        }
-        const fn young_dirty(young: bool, dirty: bool) -> u64 {
-            (young as u64) << MIGRATION_YOUNG_BIT | (dirty as u64) << MIGRATION_DIRTY_BIT
-        }
+    pub const fn offset_in(&self, profile: &Profile) -> Result<u64, EncodeError> {
+        let number_mask = (1u64 << profile.number_bits()) - 1;
+        let young_bit = profile.migration_young_bit();
         match *self {
             Self::Swap { offset, .. } => {
                 if offset > OFFSET_MASK {
@@ -332,66 +341,82 @@ impl SoftwareKind {
             }
             Self::Migration {
                 pfn, young, dirty, ..
-            } => match frame(pfn) {
-                Ok(n) => Ok(n | young_dirty(young, dirty)),
-                Err(e) => Err(e),
-            },
+            } => {
+                if pfn.number() > number_mask {
+                    Err(EncodeError::FrameTooLarge)
+                } else {
+                    Ok(pfn.number()
+                        | (young as u64) << young_bit
+                        | (dirty as u64) << (young_bit + 1))
+                }
+            }
             Self::DeviceMigration {
-                index: i,
+                index,
                 young,
                 dirty,
                 ..
-            } => match index(i) {
-                Ok(n) => Ok(n | young_dirty(young, dirty)),
-                Err(e) => Err(e),
-            },
-            Self::DevicePrivate { index: i, .. } => index(i),
-            Self::DeviceExclusive { pfn } | Self::HwPoison { pfn } => frame(pfn),
+            } => {
+                if index.number() > number_mask {
+                    Err(EncodeError::IndexTooLarge)
+                } else {
+                    Ok(index.number()
+                        | (young as u64) << young_bit
+                        | (dirty as u64) << (young_bit + 1))
+                }
+            }
+            Self::DevicePrivate { index, .. } => {
+                if index.number() > number_mask {
+                    Err(EncodeError::IndexTooLarge)
+                } else {
+                    Ok(index.number())
+                }
+            }
+            Self::DeviceExclusive { pfn } | Self::HwPoison { pfn } => {
+                if pfn.number() > number_mask {
+                    Err(EncodeError::FrameTooLarge)
+                } else {
+                    Ok(pfn.number())
+                }
+            }
             Self::Marker(m) => Ok(m.bits()),
         }
     }
 
-    /// The kind with Linux type number `type_code` (0..=31) and generic `offset`; the
-    /// inverse of [`Self::type_number`] and [`Self::offset`].
+    /// [`Self::offset_in`] under [`Profile::DEVPRIV`] (young at bit 40, dirty at 41).
+    #[inline]
+    pub const fn offset(&self) -> Result<u64, EncodeError> {
+        self.offset_in(&Profile::DEVPRIV)
+    }
+
+    /// The kind with type number `type_code` (0..=31) and generic `offset` under
+    /// `profile`; the inverse of [`Self::type_number_in`] and [`Self::offset_in`].
     #[inline]
     pub(crate) const fn from_type_and_offset(
+        profile: &Profile,
         type_code: u8,
         offset: u64,
     ) -> Result<Self, OffsetError> {
-        use type_number as t;
         if offset > OFFSET_MASK {
-            return Err(OffsetError::TooWide);
+            return Err(OffsetError::TooWide(offset & !OFFSET_MASK));
         }
-        let number = offset & NUMBER_MASK;
-        let young = offset >> MIGRATION_YOUNG_BIT & 1 != 0;
-        let dirty = offset >> MIGRATION_DIRTY_BIT & 1 != 0;
-        let above_number = offset & !NUMBER_MASK;
-        let kind = match type_code {
-            0..=MAX_SWAP_TYPE => {
+        let number_mask = (1u64 << profile.number_bits()) - 1;
+        let young_bit = profile.migration_young_bit();
+        let number = offset & number_mask;
+        let young = offset >> young_bit & 1 != 0;
+        let dirty = offset >> (young_bit + 1) & 1 != 0;
+        let above_number = offset & !number_mask;
+        let above_young_dirty = offset & !(number_mask | 3 << young_bit);
+        let kind = match profile.types().meaning(type_code) {
+            TypeMeaning::Swap => {
                 return Ok(Self::Swap {
-                    swap_type: SwapType(type_code),
+                    swap_type: SwapType(type_code & 31),
                     offset,
                 });
             }
-            t::DEVICE_MIGRATION_READ..=t::DEVICE_MIGRATION_WRITE => {
-                let access = match type_code {
-                    t::DEVICE_MIGRATION_READ => MigrationAccess::Read,
-                    t::DEVICE_MIGRATION_READ_EXCLUSIVE => MigrationAccess::ReadExclusive,
-                    _ => MigrationAccess::Write,
-                };
-                return Ok(Self::DeviceMigration {
-                    access,
-                    index: DeviceIndex::new(number),
-                    young,
-                    dirty,
-                });
-            }
-            t::MIGRATION_READ..=t::MIGRATION_WRITE => {
-                let access = match type_code {
-                    t::MIGRATION_READ => MigrationAccess::Read,
-                    t::MIGRATION_READ_EXCLUSIVE => MigrationAccess::ReadExclusive,
-                    _ => MigrationAccess::Write,
-                };
+            TypeMeaning::Migration(access) => {
+                if above_young_dirty != 0 {
+                    return Err(OffsetError::Reserved(above_young_dirty));
+                }
                 return Ok(Self::Migration {
                     access,
                     pfn: Pfn::new(number),
@@ -399,21 +424,28 @@ impl SoftwareKind {
                     dirty,
                 });
             }
-            t::HWPOISON => Self::HwPoison {
+            TypeMeaning::DeviceMigration(access) => {
+                if above_young_dirty != 0 {
+                    return Err(OffsetError::Reserved(above_young_dirty));
+                }
+                return Ok(Self::DeviceMigration {
+                    access,
+                    index: DeviceIndex::new(number),
+                    young,
+                    dirty,
+                });
+            }
+            TypeMeaning::HwPoison => Self::HwPoison {
                 pfn: Pfn::new(number),
             },
-            t::DEVICE_WRITE => Self::DevicePrivate {
-                access: DeviceAccess::Write,
+            TypeMeaning::DevicePrivate(access) => Self::DevicePrivate {
+                access,
                 index: DeviceIndex::new(number),
             },
-            t::DEVICE_READ => Self::DevicePrivate {
-                access: DeviceAccess::Read,
-                index: DeviceIndex::new(number),
-            },
-            t::DEVICE_EXCLUSIVE => Self::DeviceExclusive {
+            TypeMeaning::DeviceExclusive => Self::DeviceExclusive {
                 pfn: Pfn::new(number),
             },
-            _ => {
+            TypeMeaning::Marker => {
                 return match Marker::from_bits(offset) {
                     Some(m) => Ok(Self::Marker(m)),
                     None => Err(OffsetError::Reserved(offset & !MARKER_MASK)),

@@ -55,6 +55,7 @@ fn memory_type() -> impl Strategy<Value = MemoryType> {
         Just(MemoryType::WriteCombining),
         Just(MemoryType::Uncached),
         Just(MemoryType::Device),
+        Just(MemoryType::WriteThrough),
     ]
 }
 

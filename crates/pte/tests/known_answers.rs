@@ -207,11 +207,14 @@ fn x86_64_non_present_special_cases() {
     // Only A/D set (hardware erratum): absent.
     assert_eq!(X86_64::decode(0x60, Level::L1), Ok(Entry::Absent));
     assert_eq!(X86_64::decode(0, Level::L3), Ok(Entry::Absent));
-    // PROT_NONE.
-    assert_eq!(
-        X86_64::decode(0x8000_0000_1234_5100, Level::L1),
-        Err(DecodeError::ProtNone)
-    );
+    // PROT_NONE as Linux writes it for pfn 0x12345: PAGE_NONE (A | PROTNONE) and the
+    // frame number inverted.
+    let Ok(Entry::ProtNone { pfn, size, attrs }) = X86_64::decode(0x000f_ffff_edcb_a120, Level::L1)
+    else {
+        panic!("not PROT_NONE")
+    };
+    assert_eq!((pfn, size), (Pfn::new(0x12345), PageSize::Size4KiB));
+    assert!(attrs.accessed() && !attrs.global() && !attrs.writable());
     // Software entries above level 2.
     assert_eq!(
         X86_64::decode(0x07ff_ffff_ffff_fe00, Level::L3),
@@ -220,7 +223,7 @@ fn x86_64_non_present_special_cases() {
     // Offset wider than 42 bits: raw bit 58 clear means offset bit 49 set.
     assert_eq!(
         X86_64::decode(0x03ff_ffff_ffff_fe00, Level::L1),
-        Err(DecodeError::OffsetTooWide)
+        Err(DecodeError::OffsetTooWide { bits: 1 << 58 })
     );
 }
 
@@ -267,16 +270,16 @@ fn aarch64_present_entries() {
         Err(DecodeError::NoSuchLevel(Level::L5))
     );
     // PROT_NONE (bit 11 with bits[1:0] = 0b10, as Linux leaves it).
-    assert_eq!(
-        Aarch64::decode(0x8000_0f02, Level::L1),
-        Err(DecodeError::ProtNone)
-    );
+    let Ok(Entry::ProtNone { pfn, size, .. }) = Aarch64::decode(0x8000_0f02, Level::L1) else {
+        panic!("not PROT_NONE")
+    };
+    assert_eq!((pfn, size), (Pfn::new(0x80000), PageSize::Size4KiB));
 }
 
 #[test]
 fn register_values() {
     // IA32_PAT: WB(06) WC(01) UC-(07) UC(00) WB(06) WP(05) UC-(07) WT(04), byte 0 first.
     assert_eq!(x86_64::PAT_MSR_VALUE, 0x0407_0506_0007_0106);
-    // MAIR: attr0 0x00, attr1 0xff, attr2 0x44, attr3 0x04.
-    assert_eq!(aarch64::MAIR_VALUE, 0x0444_ff00);
+    // MAIR: attr0 0x00, attr1 0xff, attr2 0x44, attr3 0x04, attr4 0xbb.
+    assert_eq!(aarch64::MAIR_VALUE, 0xbb_0444_ff00);
 }

@@ -52,6 +52,8 @@ fn memory_type() -> impl Strategy<Value = MemoryType> {
         Just(MemoryType::WriteCombining),
         Just(MemoryType::Uncached),
         Just(MemoryType::Device),
+        Just(MemoryType::WriteThrough),
+        Just(MemoryType::WriteProtect),
     ]
 }
 
@@ -189,7 +191,10 @@ proptest! {
         let table = match decoded { Ok(Entry::Table { next, .. }) => Some(next), _ => None };
         prop_assert_eq!(X86_64::table_pfn(raw, level), table);
         if let Ok(entry) = decoded {
-            let expected = if raw & 1 != 0 { raw } else { raw & !0x60 };
+            // A and D mean nothing in a software entry (hardware may set them) and are
+            // dropped; a PROT_NONE entry keeps them.
+            let keeps_ad = raw & 1 != 0 || matches!(entry, Entry::ProtNone { .. });
+            let expected = if keeps_ad { raw } else { raw & !0x60 };
             prop_assert_eq!(X86_64::encode(&entry, level), Ok(expected), "{:?}", entry);
             prop_assert_eq!(entry.is_present(), X86_64::is_valid(raw, level));
         }

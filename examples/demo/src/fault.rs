@@ -350,7 +350,7 @@ impl<P: Platform, A: FrameSource, R: Resolver> Demo<P, A, R> {
                     None => Outcome::Fail,
                 }
             }
-            Entry::Absent | Entry::Table { .. } => {
+            Entry::Absent | Entry::Table { .. } | Entry::ProtNone { .. } => {
                 let _ = writeln!(
                     loud(),
                     "UNEXPECTED {} entry at level {}",

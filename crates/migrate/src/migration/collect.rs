@@ -87,8 +87,9 @@ impl<'m, 'a, P: Platform> Inner<'m, 'a, P> {
         let whole = es >= walk.start && last < walk.end;
         let compound = walk.select.contains(Select::COMPOUND);
         match slot.entry() {
-            // A corrupt entry is not the migration's to touch: skipped.
-            Err(_) | Ok(Entry::Table { .. }) => {}
+            // A corrupt entry is not the migration's to touch, nor a PROT_NONE / NUMA
+            // hinting one (the kernel that wrote it resolves it first): skipped.
+            Err(_) | Ok(Entry::Table { .. }) | Ok(Entry::ProtNone { .. }) => {}
             Ok(Entry::Absent) => {
                 if walk.vma.anonymous {
                     self.holes(walk.start, cs, cl, compound && level >= Level::L2);

@@ -4,6 +4,7 @@
 use bitfield_struct::bitfield;
 
 use crate::format::{LeafAttributes, MemoryType, PageProperty};
+use crate::profile::{AttributeTable, Profile};
 
 /// Bit 0: the descriptor is valid.
 pub const VALID: u64 = 1;
@@ -32,10 +33,12 @@ pub(crate) const TABLE_ATTR_MASK: u64 = 1 << 10 | 0xff80_0000_0000_0000;
 pub(crate) const TABLE_RESERVED: u64 =
     !(TABLE_ATTR_MASK | OUTPUT_ADDRESS_MASK | VALID | TABLE_OR_PAGE);
 
-/// The MAIR_EL1 value the memory types of [`PageAttributes`] assume: AttrIndx 0
-/// Device-nGnRnE (0x00), 1 Normal write-back read/write-allocate inner and outer (0xff),
-/// 2 Normal non-cacheable (0x44), 3 Device-nGnRE (0x04); 4..7 unused (0x00).
-pub const MAIR_VALUE: u64 = 0x0444_ff00;
+/// The MAIR_EL1 value devpriv's kernels program and [`Profile::DEVPRIV`] assumes:
+/// AttrIndx 0 Device-nGnRnE (0x00), 1 Normal write-back read/write-allocate inner and
+/// outer (0xff), 2 Normal non-cacheable (0x44), 3 Device-nGnRE (0x04), 4 Normal
+/// write-through read-allocate (0xbb); 5..7 unused (0x00, read as Device-nGnRnE).
+/// A Linux guest's is [`crate::profile::LINUX_MAIR_VALUE`].
+pub const MAIR_VALUE: u64 = 0xbb_0444_ff00;
 
 /// The shareability field (SH) of a page or block descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -217,8 +220,10 @@ pub struct TableDescriptor {
 /// `global` = nG clear; `accessed` = AF; `dirty` = DBM set and AP`[2]` clear (hardware
 /// dirty-state semantics: a writable-dirty page). A dirty read-only page therefore has
 /// no encoding: `from_property` drops `dirty` when `writable` is false.
-/// Memory types follow [`MAIR_VALUE`]; AttrIndx 4..7 (0x00 there) read as
-/// [`MemoryType::Uncached`].
+/// Memory types are read through a profile's MAIR table ([`Profile::mair`]); under
+/// [`Profile::DEVPRIV`] they follow [`MAIR_VALUE`], where [`MemoryType::WriteProtect`]
+/// has no index and `from_property` gives it write-through, and
+/// [`MemoryType::Tagged`] none either and `from_property` gives it write-back.
 #[bitfield(u64)]
 #[derive(PartialEq, Eq, Hash)]
 pub struct PageAttributes {
@@ -264,24 +269,48 @@ pub struct PageAttributes {
 }
 
 impl PageAttributes {
+    /// The memory type of the AttrIndx under `table`.
+    #[inline]
+    pub const fn memory_type_in(self, table: &AttributeTable) -> MemoryType {
+        table.memory_type(self.attr_indx())
+    }
+
     /// The memory type of the AttrIndx under [`MAIR_VALUE`].
+    #[inline]
     pub const fn memory_type(self) -> MemoryType {
-        match self.attr_indx() {
-            1 => MemoryType::WriteBack,
-            2 => MemoryType::WriteCombining,
-            3 => MemoryType::Device,
-            _ => MemoryType::Uncached,
+        self.memory_type_in(Profile::DEVPRIV.mair())
+    }
+
+    /// The AttrIndx of `memory` under [`MAIR_VALUE`]; a type it lacks takes the nearest
+    /// (write-protect: write-through; tagged: write-back).
+    pub const fn attr_indx_of(memory: MemoryType) -> u8 {
+        let nearest = match memory {
+            MemoryType::WriteProtect => MemoryType::WriteThrough,
+            MemoryType::Tagged => MemoryType::WriteBack,
+            other => other,
+        };
+        match Profile::DEVPRIV.mair().index_of(nearest) {
+            Some(i) => i,
+            None => unreachable!(),
         }
     }
 
-    /// The AttrIndx of `memory` under [`MAIR_VALUE`].
-    pub const fn attr_indx_of(memory: MemoryType) -> u8 {
-        match memory {
-            MemoryType::Uncached => 0,
-            MemoryType::WriteBack => 1,
-            MemoryType::WriteCombining => 2,
-            MemoryType::Device => 3,
-        }
+    fn with_property(p: PageProperty, attr_indx: u8) -> Self {
+        let (pxn, uxn) = if p.user {
+            (true, !p.executable)
+        } else {
+            (!p.executable, true)
+        };
+        Self::from_bits(0)
+            .with_attr_indx(attr_indx)
+            .with_el0_access(p.user)
+            .with_read_only(!p.writable)
+            .with_shareability(Shareability::InnerShareable)
+            .with_accessed(p.accessed)
+            .with_not_global(!p.global)
+            .with_dbm(p.dirty && p.writable)
+            .with_pxn(pxn)
+            .with_uxn(uxn)
     }
 
     /// The attribute bits as they sit in a descriptor.
@@ -298,7 +327,7 @@ impl PageAttributes {
 }
 
 impl LeafAttributes for PageAttributes {
-    fn property(&self) -> PageProperty {
+    fn property_in(&self, profile: &Profile) -> PageProperty {
         PageProperty {
             writable: !self.read_only(),
             user: self.el0_access(),
@@ -310,26 +339,19 @@ impl LeafAttributes for PageAttributes {
             global: !self.not_global(),
             accessed: self.accessed(),
             dirty: self.dbm() && !self.read_only(),
-            memory: self.memory_type(),
+            memory: self.memory_type_in(profile.mair()),
         }
     }
 
+    fn from_property_in(p: PageProperty, profile: &Profile) -> Option<Self> {
+        profile
+            .mair()
+            .index_of(p.memory)
+            .map(|i| Self::with_property(p, i))
+    }
+
     fn from_property(p: PageProperty) -> Self {
-        let (pxn, uxn) = if p.user {
-            (true, !p.executable)
-        } else {
-            (!p.executable, true)
-        };
-        Self::from_bits(0)
-            .with_attr_indx(Self::attr_indx_of(p.memory))
-            .with_el0_access(p.user)
-            .with_read_only(!p.writable)
-            .with_shareability(Shareability::InnerShareable)
-            .with_accessed(p.accessed)
-            .with_not_global(!p.global)
-            .with_dbm(p.dirty && p.writable)
-            .with_pxn(pxn)
-            .with_uxn(uxn)
+        Self::with_property(p, Self::attr_indx_of(p.memory))
     }
 }
 

@@ -8,6 +8,10 @@
 //! | 2     | 2         | table            | 2 MiB block      | absent or software   |
 //! | 1     | 3         | 4 KiB page       | invalid (reserved) | absent or software |
 //!
+//! An invalid entry with bit 11 (`PTE_PRESENT_INVALID`) set is a PROT_NONE mapping
+//! ([`Entry::ProtNone`]): bits `[1:0]` are 0b10 at level 1 and 0b00 at levels 2 and 3,
+//! the rest is laid out as the page or block would be.
+//!
 //! Level 5 does not exist in this format ([`DecodeError::NoSuchLevel`],
 //! [`EncodeError::NoSuchLevel`]). Software entries follow Linux's arm64 layout (see
 //! [`software`]). Output addresses have 48 bits (frame numbers below 2^36).
@@ -31,6 +35,7 @@ use crate::error::{DecodeError, EncodeError};
 use crate::format::{Arch, Geometry, PteFormat};
 use crate::frame::Pfn;
 use crate::level::{Level, PageSize};
+use crate::profile::Profile;
 
 /// The aarch64 format marker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -110,6 +115,41 @@ impl Aarch64 {
         })
     }
 
+    /// Decodes an invalid entry with `PTE_PRESENT_INVALID` set.
+    #[inline]
+    const fn decode_prot_none(raw: u64, level: Level) -> Result<Entry<Self>, DecodeError> {
+        let descriptor_type = match level {
+            Level::L1 => TABLE_OR_PAGE,
+            Level::L2 | Level::L3 => 0,
+            Level::L4 | Level::L5 => return Err(DecodeError::InvalidDescriptor),
+        };
+        if raw & 3 != descriptor_type {
+            return Err(DecodeError::InvalidDescriptor);
+        }
+        match Self::decode_leaf(raw, level) {
+            Ok(Entry::Leaf { pfn, size, attrs }) => Ok(Entry::ProtNone { pfn, size, attrs }),
+            Ok(_) => Err(DecodeError::InvalidDescriptor),
+            Err(e) => Err(e),
+        }
+    }
+
+    #[inline]
+    const fn encode_prot_none(
+        pfn: Pfn,
+        size: PageSize,
+        attrs: PageAttributes,
+        level: Level,
+    ) -> Result<u64, EncodeError> {
+        if !attrs.not_global() {
+            // Bit 11 marks the entry PROT_NONE; it cannot also say global.
+            return Err(EncodeError::UnsupportedAttribute);
+        }
+        match Self::encode_leaf(pfn, size, attrs, level) {
+            Ok(raw) => Ok(raw & !VALID | software::PRESENT_INVALID),
+            Err(e) => Err(e),
+        }
+    }
+
     #[inline]
     const fn decode_table(raw: u64) -> Result<Entry<Self>, DecodeError> {
         if raw & TABLE_RESERVED != 0 {
@@ -172,7 +212,7 @@ impl PteFormat for Aarch64 {
 
     /// Decodes `raw` at `level`. Every value that decodes re-encodes to itself.
     #[inline]
-    fn decode(raw: u64, level: Level) -> Result<Entry<Self>, DecodeError> {
+    fn decode_in(raw: u64, level: Level, profile: &Profile) -> Result<Entry<Self>, DecodeError> {
         if matches!(level, Level::L5) {
             return Err(DecodeError::NoSuchLevel(level));
         }
@@ -186,7 +226,8 @@ impl PteFormat for Aarch64 {
                 _ => Err(DecodeError::InvalidDescriptor),
             },
             _ if raw == 0 => Ok(Entry::Absent),
-            _ => match software::decode(raw, level) {
+            _ if raw & software::PRESENT_INVALID != 0 => Self::decode_prot_none(raw, level),
+            _ => match software::decode(raw, level, profile) {
                 Ok(sw) => Ok(Entry::Software(sw)),
                 Err(e) => Err(e),
             },
@@ -194,7 +235,7 @@ impl PteFormat for Aarch64 {
     }
 
     #[inline]
-    fn encode(entry: &Entry<Self>, level: Level) -> Result<u64, EncodeError> {
+    fn encode_in(entry: &Entry<Self>, level: Level, profile: &Profile) -> Result<u64, EncodeError> {
         if matches!(level, Level::L5) {
             return Err(EncodeError::NoSuchLevel(level));
         }
@@ -202,7 +243,8 @@ impl PteFormat for Aarch64 {
             Entry::Absent => Ok(0),
             Entry::Table { next, attrs } => Self::encode_table(next, attrs, level),
             Entry::Leaf { pfn, size, attrs } => Self::encode_leaf(pfn, size, attrs, level),
-            Entry::Software(ref sw) => software::encode(sw, level),
+            Entry::Software(ref sw) => software::encode(sw, level, profile),
+            Entry::ProtNone { pfn, size, attrs } => Self::encode_prot_none(pfn, size, attrs, level),
         }
     }
 

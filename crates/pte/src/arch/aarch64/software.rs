@@ -11,13 +11,16 @@
 //! - EX (bit 2) anon-exclusive, UW (bit 3) userfaultfd write-protect. arm64 has no
 //!   soft-dirty bit: encoding one is [`EncodeError::UnsupportedAttribute`].
 //! - PI (bit 11) is `PTE_PRESENT_INVALID` (the nG position): set, it marks a
-//!   PROT_NONE mapping ([`DecodeError::ProtNone`]).
+//!   PROT_NONE mapping ([`Entry::ProtNone`](crate::Entry::ProtNone)).
+//! - The type numbers and the position of a migration entry's young and dirty bits
+//!   come from the [`Profile`].
 //! - The offset is stored as it is (not inverted) in bits 12..61.
 
 use bitfield_struct::bitfield;
 
 use crate::error::{DecodeError, EncodeError};
 use crate::level::Level;
+use crate::profile::Profile;
 use crate::software::{SideBits, SoftwareEntry, SoftwareKind};
 
 /// Bit 11 with bit 0 clear: a PROT_NONE mapping (Linux `PTE_PRESENT_INVALID`).
@@ -64,19 +67,27 @@ pub struct SwapEntryBits {
 
 /// Encodes a software entry (Linux `__swp_entry` plus the side bits).
 #[inline]
-pub(crate) const fn encode(sw: &SoftwareEntry, level: Level) -> Result<u64, EncodeError> {
+pub(crate) const fn encode(
+    sw: &SoftwareEntry,
+    level: Level,
+    profile: &Profile,
+) -> Result<u64, EncodeError> {
     if !matches!(level, Level::L1 | Level::L2) {
         return Err(EncodeError::KindNotAllowedAtLevel(level));
     }
     if sw.side.soft_dirty {
         return Err(EncodeError::UnsupportedAttribute);
     }
-    let offset = match sw.kind.offset() {
+    let offset = match sw.kind.offset_in(profile) {
         Ok(o) => o,
         Err(e) => return Err(e),
     };
+    let type_number = match sw.kind.type_number_in(profile.types()) {
+        Ok(n) => n,
+        Err(e) => return Err(e),
+    };
     let raw = (offset << OFFSET_SHIFT)
-        | ((sw.kind.type_number() as u64) << TYPE_SHIFT)
+        | ((type_number as u64) << TYPE_SHIFT)
         | ((sw.side.uffd_wp as u64) * UFFD_WP)
         | ((sw.side.exclusive as u64) * EXCLUSIVE);
     if raw == 0 {
@@ -86,14 +97,16 @@ pub(crate) const fn encode(sw: &SoftwareEntry, level: Level) -> Result<u64, Enco
     Ok(raw)
 }
 
-/// Decodes an invalid, non-zero entry at a level that is not level 5.
+/// Decodes an invalid, non-zero entry without `PTE_PRESENT_INVALID` at a level that is
+/// not level 5.
 #[inline]
-pub(crate) const fn decode(raw: u64, level: Level) -> Result<SoftwareEntry, DecodeError> {
+pub(crate) const fn decode(
+    raw: u64,
+    level: Level,
+    profile: &Profile,
+) -> Result<SoftwareEntry, DecodeError> {
     if !matches!(level, Level::L1 | Level::L2) {
         return Err(DecodeError::SoftwareAtLevel(level));
-    }
-    if raw & PRESENT_INVALID != 0 {
-        return Err(DecodeError::ProtNone);
     }
     if raw & MUST_BE_ZERO != 0 {
         return Err(DecodeError::ReservedBitsSet {
@@ -102,7 +115,7 @@ pub(crate) const fn decode(raw: u64, level: Level) -> Result<SoftwareEntry, Deco
     }
     let offset = (raw >> OFFSET_SHIFT) & ((1 << OFFSET_FIELD_BITS) - 1);
     let type_number = (raw >> TYPE_SHIFT & 0x1f) as u8;
-    let kind = match SoftwareKind::from_type_and_offset(type_number, offset) {
+    let kind = match SoftwareKind::from_type_and_offset(profile, type_number, offset) {
         Ok(k) => k,
         Err(e) => return Err(e.at_raw_shift(OFFSET_SHIFT)),
     };

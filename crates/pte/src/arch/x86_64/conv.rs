@@ -198,7 +198,9 @@ impl X86_64 {
                 let frame = PhysFrame::try_from(pfn).map_err(ConversionError::Frame)?;
                 Ok((frame, attrs.to_flags(size)?))
             }
-            Entry::Absent | Entry::Software(_) => Err(ConversionError::NotPresent),
+            Entry::Absent | Entry::Software(_) | Entry::ProtNone { .. } => {
+                Err(ConversionError::NotPresent)
+            }
             Entry::Table { .. } => Err(ConversionError::WrongKind),
         }
     }
@@ -224,7 +226,9 @@ impl X86_64 {
                 let frame = PhysFrame::try_from(next).map_err(ConversionError::Frame)?;
                 Ok((frame, attrs.to_flags()))
             }
-            Entry::Absent | Entry::Software(_) => Err(ConversionError::NotPresent),
+            Entry::Absent | Entry::Software(_) | Entry::ProtNone { .. } => {
+                Err(ConversionError::NotPresent)
+            }
             Entry::Leaf { .. } => Err(ConversionError::WrongKind),
         }
     }

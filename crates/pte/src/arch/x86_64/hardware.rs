@@ -8,6 +8,7 @@
 use bitfield_struct::bitfield;
 
 use crate::format::{LeafAttributes, MemoryType, PageProperty};
+use crate::profile::{AttributeTable, Profile};
 
 /// Bits 12..51: the physical address of a 4 KiB leaf or of a table.
 pub const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -35,12 +36,12 @@ pub(crate) const RESERVED_2M: u64 = 0x001f_e000;
 pub(crate) const RESERVED_1G: u64 = 0x3fff_e000;
 
 /// The values Linux programs into the IA32_PAT MSR, one byte per PAT index 0..7:
-/// WB, WC, UC-, UC, WB, WP, UC-, WT. The memory types of [`PageAttributes`] assume
+/// WB, WC, UC-, UC, WB, WP, UC-, WT. [`Profile::DEVPRIV`] and the Linux presets assume
 /// this layout; a kernel using this crate writes it to MSR 0x277.
 ///
 /// Byte `i` is the IA32_PAT encoding of index `i` (06 WB, 01 WC, 07 UC-, 00 UC,
 /// 05 WP, 04 WT), so the value reads 0x04_07_05_06_00_07_01_06.
-pub const PAT_MSR_VALUE: u64 = 0x0407_0506_0007_0106;
+pub const PAT_MSR_VALUE: u64 = crate::profile::LINUX_PAT_MSR_VALUE;
 
 /// A 4 KiB leaf (level 1) as the MMU reads it.
 #[bitfield(u64)]
@@ -219,27 +220,41 @@ impl PageAttributes {
             .with_pat(index & 4 != 0)
     }
 
-    /// The memory type of the PAT index under [`PAT_MSR_VALUE`], if it is one of the
-    /// portable ones (WB, WC, UC-, UC); `None` for write-protect (5) and
-    /// write-through (7).
-    pub const fn memory_type(self) -> Option<MemoryType> {
-        match self.pat_index() {
-            0 | 4 => Some(MemoryType::WriteBack),
-            1 => Some(MemoryType::WriteCombining),
-            2 | 6 => Some(MemoryType::Device),
-            3 => Some(MemoryType::Uncached),
-            _ => None,
+    /// The memory type of the PAT index under `table`.
+    #[inline]
+    pub const fn memory_type_in(self, table: &AttributeTable) -> MemoryType {
+        table.memory_type(self.pat_index())
+    }
+
+    /// The memory type of the PAT index under [`PAT_MSR_VALUE`] (0/4 WB, 1 WC, 2/6 UC-
+    /// as [`MemoryType::Device`], 3 UC, 5 WP, 7 WT).
+    #[inline]
+    pub const fn memory_type(self) -> MemoryType {
+        self.memory_type_in(Profile::DEVPRIV.pat())
+    }
+
+    /// The PAT index Linux uses for `memory` (0 WB, 1 WC, 2 UC-, 3 UC, 5 WP, 7 WT;
+    /// tagged memory, which x86_64 lacks, takes WB).
+    pub const fn pat_index_of(memory: MemoryType) -> u8 {
+        let nearest = match memory {
+            MemoryType::Tagged => MemoryType::WriteBack,
+            other => other,
+        };
+        match Profile::DEVPRIV.pat().index_of(nearest) {
+            Some(i) => i,
+            None => unreachable!(),
         }
     }
 
-    /// The PAT index Linux uses for `memory` (0 WB, 1 WC, 2 UC-, 3 UC).
-    pub const fn pat_index_of(memory: MemoryType) -> u8 {
-        match memory {
-            MemoryType::WriteBack => 0,
-            MemoryType::WriteCombining => 1,
-            MemoryType::Device => 2,
-            MemoryType::Uncached => 3,
-        }
+    fn with_property(p: PageProperty, pat_index: u8) -> Self {
+        Self::from_bits(0)
+            .with_writable(p.writable)
+            .with_user(p.user)
+            .with_no_execute(!p.executable)
+            .with_global(p.global)
+            .with_accessed(p.accessed)
+            .with_dirty(p.dirty)
+            .with_pat_index(pat_index)
     }
 
     /// The attribute bits as they sit in a 4 KiB leaf.
@@ -269,9 +284,7 @@ impl PageAttributes {
 }
 
 impl LeafAttributes for PageAttributes {
-    /// The portable meaning. PAT indices without a portable memory type (5 WP, 7 WT)
-    /// read as [`MemoryType::WriteBack`]: normal memory that may be cached for reads.
-    fn property(&self) -> PageProperty {
+    fn property_in(&self, profile: &Profile) -> PageProperty {
         PageProperty {
             writable: self.writable(),
             user: self.user(),
@@ -279,22 +292,19 @@ impl LeafAttributes for PageAttributes {
             global: self.global(),
             accessed: self.accessed(),
             dirty: self.dirty(),
-            memory: match self.memory_type() {
-                Some(m) => m,
-                None => MemoryType::WriteBack,
-            },
+            memory: self.memory_type_in(profile.pat()),
         }
     }
 
+    fn from_property_in(p: PageProperty, profile: &Profile) -> Option<Self> {
+        profile
+            .pat()
+            .index_of(p.memory)
+            .map(|i| Self::with_property(p, i))
+    }
+
     fn from_property(p: PageProperty) -> Self {
-        Self::from_bits(0)
-            .with_writable(p.writable)
-            .with_user(p.user)
-            .with_no_execute(!p.executable)
-            .with_global(p.global)
-            .with_accessed(p.accessed)
-            .with_dirty(p.dirty)
-            .with_pat_index(Self::pat_index_of(p.memory))
+        Self::with_property(p, Self::pat_index_of(p.memory))
     }
 }
 

@@ -8,8 +8,10 @@
 //! | 2     | PDE        | table                       | 2 MiB leaf         |
 //! | 1     | PTE        | 4 KiB leaf (bit 7 is PAT)   | (4 KiB leaf, PAT)  |
 //!
-//! Non-present entries are absent (all zero, or only the A/D bits the hardware may set)
-//! or, at levels 1 and 2, software entries in Linux's layout (see [`software`]).
+//! Non-present entries are absent (all zero, or only the A/D bits the hardware may set),
+//! PROT_NONE mappings (bit 8 set: [`Entry::ProtNone`], with the frame number stored
+//! inverted as Linux does since the L1TF mitigation), or, at levels 1 and 2, software
+//! entries in Linux's layout (see [`software`]).
 //! Physical addresses have up to 52 bits (frame numbers below 2^40).
 //!
 //! The raw layouts are public bitfield types ([`PageTableEntryBits`], [`HugeLeafBits`],
@@ -32,6 +34,7 @@ use crate::error::{DecodeError, EncodeError};
 use crate::format::{Arch, Geometry, PteFormat};
 use crate::frame::Pfn;
 use crate::level::{Level, PageSize};
+use crate::profile::Profile;
 
 /// The x86_64 format marker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -151,6 +154,64 @@ impl X86_64 {
         }
     }
 
+    /// The address bits of a leaf of `size` (bits 12..51, 21..51 or 30..51).
+    #[inline]
+    const fn leaf_address_mask(size: PageSize) -> u64 {
+        ADDRESS_MASK & !(size.bytes() - 1)
+    }
+
+    /// Decodes a PROT_NONE entry: P clear, `_PAGE_PROTNONE` (bit 8) set, the frame number
+    /// inverted (Linux `protnone_mask`), PS set at levels 2 and 3.
+    #[inline]
+    const fn decode_prot_none(raw: u64, level: Level) -> Result<Entry<Self>, DecodeError> {
+        let (size, attrs) = match level {
+            Level::L1 => (PageSize::Size4KiB, PageAttributes::from_4k_leaf(raw)),
+            Level::L2 | Level::L3 => {
+                if raw & PAGE_SIZE == 0 {
+                    return Err(DecodeError::InvalidDescriptor);
+                }
+                let (size, reserved) = if matches!(level, Level::L2) {
+                    (PageSize::Size2MiB, RESERVED_2M)
+                } else {
+                    (PageSize::Size1GiB, RESERVED_1G)
+                };
+                if raw & reserved != 0 {
+                    return Err(DecodeError::ReservedBitsSet {
+                        bits: raw & reserved,
+                    });
+                }
+                (size, PageAttributes::from_huge_leaf(raw))
+            }
+            Level::L4 | Level::L5 => return Err(DecodeError::InvalidDescriptor),
+        };
+        Ok(Entry::ProtNone {
+            pfn: Pfn::new((!raw & Self::leaf_address_mask(size)) >> 12),
+            size,
+            // Bit 8 is the PROT_NONE marker here, not G.
+            attrs: attrs.with_global(false),
+        })
+    }
+
+    /// Encodes a PROT_NONE entry (the inverse of [`Self::decode_prot_none`]).
+    #[inline]
+    const fn encode_prot_none(
+        pfn: Pfn,
+        size: PageSize,
+        attrs: PageAttributes,
+        level: Level,
+    ) -> Result<u64, EncodeError> {
+        if attrs.global() {
+            // Bit 8 marks the entry PROT_NONE; it cannot also say global.
+            return Err(EncodeError::UnsupportedAttribute);
+        }
+        let present = match Self::encode_leaf(pfn, size, attrs, level) {
+            Ok(raw) => raw,
+            Err(e) => return Err(e),
+        };
+        let mask = Self::leaf_address_mask(size);
+        Ok(present & !hardware::PRESENT & !mask | !present & mask | software::PROT_NONE)
+    }
+
     /// Encodes a leaf.
     #[inline]
     const fn encode_leaf(
@@ -204,17 +265,19 @@ impl PteFormat for X86_64 {
 
     /// Decodes `raw` at `level`.
     ///
-    /// Not every raw value re-encodes to itself: the A and D bits of a non-present
-    /// entry are dropped (hardware may set them, see [`software`]), so a non-present
-    /// `raw` re-encodes to `raw & !0x60`. Every other decoded value re-encodes exactly.
+    /// Not every raw value re-encodes to itself: the A and D bits of a software entry
+    /// are dropped (hardware may set them, see [`software`]), so such a `raw`
+    /// re-encodes to `raw & !0x60`. Every other decoded value re-encodes exactly.
     #[inline]
-    fn decode(raw: u64, level: Level) -> Result<Entry<Self>, DecodeError> {
+    fn decode_in(raw: u64, level: Level, profile: &Profile) -> Result<Entry<Self>, DecodeError> {
         if raw & hardware::PRESENT != 0 {
             Self::decode_present(raw, level)
         } else if raw & !software::ERRATUM_BITS == 0 {
             Ok(Entry::Absent)
+        } else if raw & software::PROT_NONE != 0 {
+            Self::decode_prot_none(raw, level)
         } else {
-            match software::decode(raw, level) {
+            match software::decode(raw, level, profile) {
                 Ok(sw) => Ok(Entry::Software(sw)),
                 Err(e) => Err(e),
             }
@@ -222,12 +285,13 @@ impl PteFormat for X86_64 {
     }
 
     #[inline]
-    fn encode(entry: &Entry<Self>, level: Level) -> Result<u64, EncodeError> {
+    fn encode_in(entry: &Entry<Self>, level: Level, profile: &Profile) -> Result<u64, EncodeError> {
         match *entry {
             Entry::Absent => Ok(0),
             Entry::Table { next, attrs } => Self::encode_table(next, attrs, level),
             Entry::Leaf { pfn, size, attrs } => Self::encode_leaf(pfn, size, attrs, level),
-            Entry::Software(ref sw) => software::encode(sw, level),
+            Entry::Software(ref sw) => software::encode(sw, level, profile),
+            Entry::ProtNone { pfn, size, attrs } => Self::encode_prot_none(pfn, size, attrs, level),
         }
     }
 

@@ -17,12 +17,15 @@
 //!   Knights Landing erratum), so decoding drops them and encoding writes 0.
 //! - PS (bit 7) must be 0 (a level-2 entry with PS reads as present to Linux), PN
 //!   (bit 8) is `_PAGE_PROTNONE` and must be 0: with P clear it marks a PROT_NONE
-//!   mapping ([`DecodeError::ProtNone`]). Bit 4 must be 0.
+//!   mapping ([`Entry::ProtNone`](crate::Entry::ProtNone)). Bit 4 must be 0.
+//! - The type numbers and the position of a migration entry's young and dirty bits
+//!   come from the [`Profile`].
 
 use bitfield_struct::bitfield;
 
 use crate::error::{DecodeError, EncodeError};
 use crate::level::Level;
+use crate::profile::Profile;
 use crate::software::{SideBits, SoftwareEntry, SoftwareKind};
 
 /// Bits the MMU may set on a non-present entry (A and D); ignored when decoding.
@@ -81,31 +84,40 @@ impl SwapEntryBits {
 
 /// Encodes a software entry (Linux `__swp_entry` plus the side bits).
 #[inline]
-pub(crate) const fn encode(sw: &SoftwareEntry, level: Level) -> Result<u64, EncodeError> {
+pub(crate) const fn encode(
+    sw: &SoftwareEntry,
+    level: Level,
+    profile: &Profile,
+) -> Result<u64, EncodeError> {
     if !matches!(level, Level::L1 | Level::L2) {
         return Err(EncodeError::KindNotAllowedAtLevel(level));
     }
-    let offset = match sw.kind.offset() {
+    let offset = match sw.kind.offset_in(profile) {
         Ok(o) => o,
+        Err(e) => return Err(e),
+    };
+    let type_number = match sw.kind.type_number_in(profile.types()) {
+        Ok(n) => n,
         Err(e) => return Err(e),
     };
     let side = sw.side;
     Ok(((!offset) << (OFFSET_SHIFT + 5) >> 5)
-        | ((sw.kind.type_number() as u64) << TYPE_SHIFT)
+        | ((type_number as u64) << TYPE_SHIFT)
         | ((side.soft_dirty as u64) * SOFT_DIRTY)
         | ((side.uffd_wp as u64) * UFFD_WP)
         | ((side.exclusive as u64) * EXCLUSIVE))
 }
 
-/// Decodes a non-present entry that is not absent (`raw` has P clear and some bit other
-/// than A/D set).
+/// Decodes a non-present entry that is neither absent nor PROT_NONE (`raw` has P and
+/// PROT_NONE clear and some bit other than A/D set).
 #[inline]
-pub(crate) const fn decode(raw: u64, level: Level) -> Result<SoftwareEntry, DecodeError> {
+pub(crate) const fn decode(
+    raw: u64,
+    level: Level,
+    profile: &Profile,
+) -> Result<SoftwareEntry, DecodeError> {
     if !matches!(level, Level::L1 | Level::L2) {
         return Err(DecodeError::SoftwareAtLevel(level));
-    }
-    if raw & PROT_NONE != 0 {
-        return Err(DecodeError::ProtNone);
     }
     if raw & MUST_BE_ZERO != 0 {
         return Err(DecodeError::ReservedBitsSet {
@@ -117,7 +129,7 @@ pub(crate) const fn decode(raw: u64, level: Level) -> Result<SoftwareEntry, Deco
     let type_number = (raw >> TYPE_SHIFT) as u8;
     // Reserved bits are stored inverted: the error reports the positions whose
     // (inverted) value means "set".
-    let kind = match SoftwareKind::from_type_and_offset(type_number, offset) {
+    let kind = match SoftwareKind::from_type_and_offset(profile, type_number, offset) {
         Ok(k) => k,
         Err(e) => return Err(e.at_raw_shift(OFFSET_SHIFT)),
     };
