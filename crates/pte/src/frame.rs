@@ -72,6 +72,13 @@ impl fmt::Debug for Pfn {
     }
 }
 
+/// `pfn 0x1234`.
+impl fmt::Display for Pfn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pfn {:#x}", self.0)
+    }
+}
+
 /// The index of a 4 KiB page in the device-private address space.
 ///
 /// Not a frame number: device-private memory has no physical address the CPU could use.
@@ -111,5 +118,12 @@ impl DeviceIndex {
 impl fmt::Debug for DeviceIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DeviceIndex({:#x})", self.0)
+    }
+}
+
+/// `device index 0x1234`.
+impl fmt::Display for DeviceIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "device index {:#x}", self.0)
     }
 }

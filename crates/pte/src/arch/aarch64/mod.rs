@@ -20,6 +20,8 @@
 //! [`TableDescriptor`], [`software::SwapEntryBits`]); [`Aarch64`] implements
 //! [`PteFormat`] on top of them. Memory types assume [`MAIR_VALUE`] in MAIR_EL1.
 
+#[cfg(feature = "aarch64-paging")]
+pub mod conv;
 mod hardware;
 pub mod software;
 

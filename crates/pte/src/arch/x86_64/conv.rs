@@ -50,7 +50,17 @@ pub enum ConversionError {
 
 impl core::fmt::Display for ConversionError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        core::fmt::Debug::fmt(self, f)
+        match self {
+            Self::NotPresent => f.write_str("the flags or the entry are not present"),
+            Self::WrongKind => f.write_str("the entry is not of the kind asked for"),
+            Self::SizeMismatch => {
+                f.write_str("the leaf's size is not the size of the frame type asked for")
+            }
+            Self::PatNotExpressible => {
+                f.write_str("PageTableFlags has no bit for the PAT bit of a huge leaf")
+            }
+            Self::Frame(e) => write!(f, "the frame does not fit: {e}"),
+        }
     }
 }
 

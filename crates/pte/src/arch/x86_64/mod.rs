@@ -18,6 +18,7 @@
 //! [`TableEntryBits`], [`software::SwapEntryBits`]); [`X86_64`] implements
 //! [`PteFormat`] on top of them.
 
+#[cfg(feature = "x86_64")]
 pub mod conv;
 mod hardware;
 pub mod software;
