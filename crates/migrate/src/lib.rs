@@ -126,6 +126,9 @@ pub use address_space::{
     AddressSpace, AddressSpaceError, AddressSpaceParts, LockedFrames, TableRead, TableWrite,
 };
 pub use devices::{CpuFault, DeviceDriver, DeviceMemory, FaultError, FaultPage};
+/// The entry formats this crate is built on, re-exported so that users name the same
+/// version of `devpriv-pte` that this crate uses.
+pub use devpriv_pte as pte;
 pub use exclusive::{ExclusiveError, ExclusivePage, make_device_exclusive};
 pub use fault::{FaultOutcome, WaitFor, handle_fault, handle_fault_spinning};
 pub use migration::{

@@ -121,10 +121,10 @@ pub enum ReverseMapError {
 impl fmt::Display for LookupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::OutOfRange { index } => write!(f, "{index:?} is beyond the 40-bit index space"),
-            Self::Unknown { index } => write!(f, "no pagemap owns {index:?}"),
+            Self::OutOfRange { index } => write!(f, "{index} is beyond the 40-bit index space"),
+            Self::Unknown { index } => write!(f, "no pagemap owns {index}"),
             Self::FreedPagemap { index } => {
-                write!(f, "{index:?} belonged to a pagemap that was unregistered")
+                write!(f, "{index} belonged to a pagemap that was unregistered")
             }
         }
     }
@@ -164,7 +164,13 @@ impl fmt::Display for UnregisterError {
 impl fmt::Display for AllocError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::UnsupportedSize(size) => write!(f, "no {size:?} device folios"),
+            Self::UnsupportedSize(size) => {
+                write!(
+                    f,
+                    "the pagemap has no device folios of {} bytes",
+                    size.bytes()
+                )
+            }
             Self::OutOfMemory => f.write_str("no free device folio of this size"),
             Self::Injected => f.write_str("allocation failure injected"),
             Self::NotRegistered => f.write_str("the pagemap is not registered"),
@@ -176,7 +182,7 @@ impl fmt::Display for FolioError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotAllocated => f.write_str("the folio is free"),
-            Self::RefcountOverflow => f.write_str("reference count overflow"),
+            Self::RefcountOverflow => f.write_str("the folio's reference count would overflow"),
             Self::SplitNotLarge => f.write_str("only a 2 MiB folio can be split"),
             Self::SplitBusy { refs } => write!(f, "split needs 1 reference, found {refs}"),
         }
@@ -186,9 +192,14 @@ impl fmt::Display for FolioError {
 impl fmt::Display for ReverseMapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::AddressSpaceTooLarge { id } => write!(f, "address-space id {id} too large"),
+            Self::AddressSpaceTooLarge { id } => {
+                write!(f, "address-space id {id} does not fit a reverse map")
+            }
             Self::VirtualPageTooLarge { virtual_page } => {
-                write!(f, "virtual page {virtual_page:#x} too large")
+                write!(
+                    f,
+                    "virtual page {virtual_page:#x} does not fit a reverse map"
+                )
             }
         }
     }

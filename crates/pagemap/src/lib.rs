@@ -59,6 +59,9 @@ pub mod storage;
 mod sync;
 
 pub use cache::{PAGE_CACHE_CAPACITY, PageCache};
+/// The entry formats this crate is built on, re-exported so that users name the same
+/// version of `devpriv-pte` that this crate uses.
+pub use devpriv_pte as pte;
 pub use error::{
     AllocError, FolioError, LookupError, RegisterError, ReverseMapError, UnregisterError,
 };

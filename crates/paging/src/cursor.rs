@@ -40,7 +40,17 @@ impl From<EncodeError> for ReplaceError {
 
 impl core::fmt::Display for ReplaceError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        core::fmt::Debug::fmt(self, f)
+        match self {
+            Self::Raced { current } => write!(
+                f,
+                "the entry changed since it was read (it now holds {current:#x})"
+            ),
+            Self::Encode(e) => write!(f, "the new entry cannot be encoded: {e}"),
+            Self::TableNotAllowed => f.write_str("a table entry cannot be written through a slot"),
+            Self::NeedsBreakBeforeMake => {
+                f.write_str("changing one valid entry into another needs break-before-make")
+            }
+        }
     }
 }
 

@@ -103,7 +103,62 @@ impl From<EncodeError> for PagingError {
 
 impl core::fmt::Display for PagingError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        core::fmt::Debug::fmt(self, f)
+        match self {
+            Self::Unaligned { value, required } => {
+                write!(f, "{value:#x} is not aligned to {required:#x} bytes")
+            }
+            Self::EmptyRange => f.write_str("the range is empty or ends before it starts"),
+            Self::OutOfRange { va } => {
+                write!(
+                    f,
+                    "virtual address {va:#x} is outside what the table translates"
+                )
+            }
+            Self::Occupied { va, level } => write!(
+                f,
+                "the level-{} entry at {va:#x} is already in use",
+                level.number()
+            ),
+            Self::PartialBlock { va, level } => write!(
+                f,
+                "the range cuts through the level-{} entry at {va:#x}; split it first",
+                level.number()
+            ),
+            Self::NotMapped { va } => write!(f, "nothing is mapped at {va:#x}"),
+            Self::NotSplittable { va, level } => write!(
+                f,
+                "the level-{} entry at {va:#x} cannot be split",
+                level.number()
+            ),
+            Self::NotCollapsible { va } => write!(
+                f,
+                "the table at {va:#x} does not hold one run of 512 compatible entries"
+            ),
+            Self::IsTable { va, level } => write!(
+                f,
+                "the level-{} entry at {va:#x} is a table",
+                level.number()
+            ),
+            Self::Raced { va } => write!(
+                f,
+                "another thread changed the entry at {va:#x} first; nothing was written"
+            ),
+            Self::TableEntry => {
+                f.write_str("a table entry cannot be installed: tables are made by the page table")
+            }
+            Self::InvalidRootLevel(level) => write!(
+                f,
+                "level {} cannot be the root of this format",
+                level.number()
+            ),
+            Self::OutOfFrames => f.write_str("the frame allocator ran out of frames"),
+            Self::Encode(e) => write!(f, "the entry cannot be encoded: {e}"),
+            Self::Corrupt { va, level, error } => write!(
+                f,
+                "the level-{} entry for {va:#x} does not decode: {error}",
+                level.number()
+            ),
+        }
     }
 }
 

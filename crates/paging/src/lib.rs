@@ -88,6 +88,9 @@ mod unmap;
 
 pub use bbm::needs_break_before_make;
 pub use cursor::{Cursor, ReplaceError, Slot};
+/// The entry formats this crate is built on, re-exported so that users name the same
+/// version of `devpriv-pte` that this crate uses.
+pub use devpriv_pte as pte;
 pub use error::PagingError;
 pub use flush::{FULL_FLUSH_THRESHOLD, Flush, FlushBatch};
 pub use format::{PagingFormat, aarch64_root_level, x86_64_root_level};

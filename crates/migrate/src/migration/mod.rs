@@ -166,7 +166,7 @@ impl fmt::Display for SetupError {
                 migration.value()
             ),
             Self::UnknownIndex { index } => {
-                write!(f, "{index:?} is not a page of a registered pagemap")
+                write!(f, "{index} is not a page of a registered pagemap")
             }
             Self::Paging(e) => write!(f, "page table: {e}"),
         }
@@ -219,8 +219,8 @@ impl fmt::Display for DestinationError {
             Self::ForeignPagemap => {
                 f.write_str("the device folio's pagemap is not in this device memory")
             }
-            Self::UnalignedFrame { pfn } => write!(f, "{pfn:?} is not aligned to its size"),
-            Self::UnsupportedSize(size) => write!(f, "no {size:?} destinations"),
+            Self::UnalignedFrame { pfn } => write!(f, "{pfn} is not aligned to its size"),
+            Self::UnsupportedSize(size) => write!(f, "no destinations of {} bytes", size.bytes()),
         }
     }
 }
