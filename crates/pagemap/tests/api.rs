@@ -594,9 +594,9 @@ fn a_static_space_works() {
     impl PagemapOps for Statics {
         fn folio_free(&self, _: Folio<'_>) {}
     }
-    let pm: &'static DevicePagemap<'static> = Box::leak(Box::new(
-        DevicePagemap::new(8, Owner::new(1), &OPS, &META).unwrap(),
-    ));
+    // In a static too (not leaked: Miri checks for leaks).
+    static PM: std::sync::OnceLock<DevicePagemap<'static>> = std::sync::OnceLock::new();
+    let pm = PM.get_or_init(|| DevicePagemap::new(8, Owner::new(1), &OPS, &META).unwrap());
     let id = SPACE.register(pm).unwrap();
     let f = pm.alloc(PageSize::Size4KiB).unwrap();
     assert_eq!(SPACE.lookup(f.index()).unwrap(), f.head());
@@ -795,11 +795,11 @@ fn page_numbers_are_total() {
 fn callbacks_may_allocate_and_free() {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicBool, Ordering};
-    struct Reentrant {
-        pagemap: OnceLock<&'static DevicePagemap<'static>>,
+    struct Reentrant<'a> {
+        pagemap: OnceLock<&'a DevicePagemap<'a>>,
         nested: AtomicBool,
     }
-    impl PagemapOps for Reentrant {
+    impl PagemapOps for Reentrant<'_> {
         fn folio_free(&self, _: Folio<'_>) {
             if !self.nested.swap(true, Ordering::Relaxed) {
                 let pm = self.pagemap.get().unwrap();
@@ -811,17 +811,16 @@ fn callbacks_may_allocate_and_free() {
             drop(pm.alloc(PageSize::Size4KiB).unwrap());
         }
     }
-    let ops: &'static Reentrant = Box::leak(Box::new(Reentrant {
+    // The ops and the pagemap refer to each other, both on the stack.
+    let meta = metadata(1024);
+    let ops = Reentrant {
         pagemap: OnceLock::new(),
         nested: AtomicBool::new(false),
-    }));
-    let meta: &'static [PageMeta] = Box::leak(metadata(1024).into_boxed_slice());
-    let pm: &'static DevicePagemap<'static> = Box::leak(Box::new(
-        DevicePagemap::new(1024, Owner::new(1), ops, meta).unwrap(),
-    ));
-    ops.pagemap.set(pm).ok().unwrap();
+    };
+    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &meta).unwrap();
+    ops.pagemap.set(&pm).ok().unwrap();
     let space = DevicePrivateSpace::new();
-    space.register(pm).unwrap();
+    space.register(&pm).unwrap();
     drop(pm.alloc(PageSize::Size4KiB).unwrap());
     assert!(ops.nested.load(Ordering::Relaxed));
     let big = pm.alloc_locked(PageSize::Size2MiB).unwrap();
