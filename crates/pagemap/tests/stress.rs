@@ -17,6 +17,8 @@ impl PagemapOps for Counter {
 
 const FULL_CHUNKS: u64 = 4;
 const PAGES: u64 = FULL_CHUNKS * 512 + 100;
+/// Operations per thread; Miri (which checks them for data races) runs a few hundred.
+const OPERATIONS: u64 = if cfg!(miri) { 300 } else { 100_000 };
 
 #[test]
 fn threads_hammer_one_pagemap() {
@@ -39,7 +41,7 @@ fn threads_hammer_one_pagemap() {
                 };
                 let mut held: Vec<FolioRef<'_>> = Vec::new();
                 let mut cache = PageCache::new(pm);
-                for _ in 0..100_000 {
+                for _ in 0..OPERATIONS {
                     let r = rng();
                     match r % 8 {
                         0..=2 => {

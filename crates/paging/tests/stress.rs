@@ -18,6 +18,9 @@ const MIB: u64 = 1 << 20;
 /// 4 MiB of 4 KiB pages, then 4 MiB of 2 MiB blocks.
 const LEN: u64 = 8 * MIB;
 const PA: u64 = 0x1_0000_0000;
+/// Rounds of each race: one under Miri, which checks the one round for data races and
+/// interleaves it by its own scheduler (a round takes minutes there).
+const ROUNDS: u64 = if cfg!(miri) { 1 } else { 8 };
 
 fn migration<F: PagingFormat>(pfn: Pfn) -> Entry<F> {
     Entry::Software(SoftwareEntry::new(SoftwareKind::Migration {
@@ -32,7 +35,7 @@ fn stress<F: PagingFormat>(root: Level)
 where
     F::LeafAttributes: Sync,
 {
-    for round in 0..8 {
+    for round in 0..ROUNDS {
         let memory = Memory::new(64);
         let mut alloc = &memory;
         let mut table = PageTable::<F, _>::new(root, &memory, &mut alloc).unwrap();
@@ -135,7 +138,7 @@ fn racing_cursors_aarch64() {
 fn protect_keeps_hardware_dirty_bits() {
     use devpriv_paging::model::Mmu;
     use devpriv_pte::arch::x86_64::PageAttributes;
-    for _ in 0..8 {
+    for _ in 0..ROUNDS {
         let memory = Memory::new(16);
         let mut alloc = &memory;
         let mut table = PageTable::<X86_64, _>::new(Level::L4, &memory, &mut alloc).unwrap();
@@ -198,7 +201,7 @@ fn racing_installs<F: PagingFormat>(root: Level) {
     };
     const THREADS: u64 = 4;
     const VA: u64 = 0x40_0000_3000;
-    for round in 0..64 {
+    for round in 0..ROUNDS * 8 {
         let memory = Memory::new(64);
         let mut alloc = &memory;
         let table = PageTable::<F, _>::new(root, &memory, &mut alloc).unwrap();

@@ -216,11 +216,15 @@ fn stress<F: PagingFormat>() {
 }
 
 #[test]
+// Runs for STRESS_SECS of wall time over 8 MiB of pages: far beyond Miri.
+#[cfg_attr(miri, ignore)]
 fn stress_x86_64() {
     stress::<X86_64>();
 }
 
 #[test]
+// As stress_x86_64.
+#[cfg_attr(miri, ignore)]
 fn stress_aarch64() {
     stress::<Aarch64>();
 }
