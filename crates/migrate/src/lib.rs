@@ -20,7 +20,7 @@
 //! - Mirrors subscribe with [`AddressSpace::subscribe`] and keep coherent with
 //!   [`snapshot_and_commit`].
 //!
-//! `docs/migrate.md` explains every step, the locking rules and the decisions.
+//! [`docs/migrate.md`](https://github.com/devpriv/devpriv/blob/main/docs/migrate.md) (also in the package) explains every step, the locking rules and the decisions.
 //!
 //! ```
 //! use devpriv_migrate::model::{Cpu, ModelPlatform, Shootdown, SystemRam};

@@ -20,6 +20,9 @@
 //!   ([`FolioRef`], [`LockedFolio`]) so that a double put or a forgotten unlock does not
 //!   compile.
 //!
+//! The design (index layout, metadata words, allocator, locking) is in
+//! [`docs/pagemap.md`](https://github.com/devpriv/devpriv/blob/main/docs/pagemap.md) (also in the package).
+//!
 //! ```
 //! use devpriv_pagemap::*;
 //! use devpriv_pte::PageSize;

@@ -19,6 +19,9 @@
 //!   a device-private one) into an empty slot at any level, creating the tables on the
 //!   way, with compare-exchange.
 //!
+//! The design (walks, flushes, break-before-make, the model) is in
+//! [`docs/paging.md`](https://github.com/devpriv/devpriv/blob/main/docs/paging.md) (also in the package).
+//!
 //! # Example: a kernel identity-maps its own memory
 //!
 //! ```

@@ -19,7 +19,7 @@
 //!   [`Profile::DEVPRIV`]. [`PteFormat::decode_lenient`] reads anything a guest holds.
 //! - Decoding is total (any `u64`, any level: an [`Entry`] or a [`DecodeError`]);
 //!   encoding never truncates (an [`EncodeError`] instead).
-//! - The bit layouts and the Linux names are in `docs/pte-layout.md`.
+//! - The bit layouts and the Linux names are in [`docs/pte-layout.md`](https://github.com/devpriv/devpriv/blob/main/docs/pte-layout.md) (also in the package).
 //!
 //! ```
 //! use devpriv_pte::arch::x86_64::X86_64;

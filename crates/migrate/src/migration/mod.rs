@@ -13,7 +13,7 @@
 //! frame, each destination — is recorded in those words and in the migration entries
 //! it wrote, so it needs no heap.
 //!
-//! See `docs/migrate.md` for the rules each step follows.
+//! See [`docs/migrate.md`](https://github.com/devpriv/devpriv/blob/main/docs/migrate.md) for the rules each step follows.
 
 mod block;
 mod collect;
