@@ -31,10 +31,10 @@ commands:
                             (--summary: only print the table from the last run)
   testdev [--full]          a transcript of one run of the simulated device, then the
                             migration throughput sweep (--full: up to 256 MiB)
-  pte decode --arch ARCH --level N [--json] HEX
-  pte encode --arch ARCH --level N --kind KIND (--pfn|--index|--offset) VALUE
-             [--young] [--dirty] [--exclusive] [--uffd-wp] [--soft-dirty]
-                            decode or encode one page-table entry
+  pte decode --arch ARCH --level N [--profile NAME] [--lenient] [--json] HEX
+  pte encode --arch ARCH --level N [--profile NAME] --kind KIND [OPTIONS]
+                            decode or encode one page-table entry, devpriv's or a
+                            Linux guest's (`cargo xtask pte --help`: every option)
 ";
 
 fn main() -> ExitCode {
