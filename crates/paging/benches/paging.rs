@@ -188,6 +188,20 @@ fn random_addresses(base: u64, len: u64) -> Vec<u64> {
         .collect()
 }
 
+/// Every page index of the gigabyte once, in a fixed pseudo-random order (a Fisher-Yates
+/// shuffle driven by xorshift), the same for every side.
+fn shuffled_pages() -> Vec<u64> {
+    let mut pages: Vec<u64> = (0..PAGES).collect();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for i in (1..pages.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        pages.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    pages
+}
+
 // ---------------------------------------------------------------- devpriv, generic
 
 type Devpriv<F> = (PageTable<F, OffsetMapper>, HeapFrames);
@@ -216,6 +230,29 @@ fn devpriv_map_pages<F: devpriv_paging::PagingFormat>(state: &mut Devpriv<F>) {
         let va = VA + (i << 12);
         table
             .map(va, Pfn::containing(va), PageSize::Size4KiB, attrs, frames)
+            .unwrap()
+            .ignore();
+    }
+}
+
+fn devpriv_map_pages_in<F: devpriv_paging::PagingFormat>(state: &mut Devpriv<F>, order: &[u64]) {
+    let (table, frames) = state;
+    let attrs = rw::<F>();
+    for &i in order {
+        let va = VA + (i << 12);
+        table
+            .map(va, Pfn::containing(va), PageSize::Size4KiB, attrs, frames)
+            .unwrap()
+            .ignore();
+    }
+}
+
+/// Unmaps the gigabyte one 4 KiB page per call, in address order.
+fn devpriv_unmap_pages<F: devpriv_paging::PagingFormat>(state: &mut Devpriv<F>) {
+    let (table, frames) = state;
+    for i in 0..PAGES {
+        table
+            .unmap(VA + (i << 12), 4096, frames, &NoInvalidate)
             .unwrap()
             .ignore();
     }
@@ -283,6 +320,24 @@ mod x86_peer {
                 .unwrap()
                 .ignore();
         }
+    }
+
+    pub fn map_pages_in(s: &mut State, order: &[u64]) {
+        for &i in order {
+            let va = VA + (i << 12);
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
+            let frame = PhysFrame::containing_address(PhysAddr::new(va));
+            // SAFETY: the mapping is never used for memory accesses.
+            unsafe { s.table.map_to(page, frame, flags(), &mut s.frames) }
+                .unwrap()
+                .ignore();
+        }
+    }
+
+    pub fn mapped() -> State {
+        let mut s = new();
+        map_pages(&mut s);
+        s
     }
 
     pub fn map_range_2m(s: &mut State) {
@@ -389,6 +444,13 @@ mod arm_peer {
         }
     }
 
+    pub fn map_pages_in(m: &mut Map, order: &[u64]) {
+        for &i in order {
+            let va = VA + (i << 12);
+            id_map(m, va, va + 4096, flags(), Constraints::NO_BLOCK_MAPPINGS);
+        }
+    }
+
     pub fn mapped() -> Map {
         let mut m = new();
         map_all_4k(&mut m);
@@ -403,8 +465,19 @@ mod arm_peer {
         id_map(m, RANGE_VA, RANGE_VA + GIB, flags(), Constraints::empty());
     }
 
+    /// Unmaps the gigabyte in one call (frees the 513 tables below it).
     pub fn unmap(m: &mut Map) {
         id_map(m, VA, VA + GIB, A::empty(), Constraints::empty());
+    }
+
+    /// Unmaps the gigabyte one 4 KiB page per call, in address order (frees no tables:
+    /// the crate frees them only when a call covers a whole table's span, or in
+    /// `compact_subtables`).
+    pub fn unmap_pages(m: &mut Map) {
+        for i in 0..PAGES {
+            let va = VA + (i << 12);
+            id_map(m, va, va + 4096, A::empty(), Constraints::empty());
+        }
     }
 
     pub fn translate_one(m: &Map, va: u64) -> Option<u64> {
@@ -445,6 +518,33 @@ fn x86_rows(c: &mut Criterion) {
         g.finish();
     }
     {
+        // The same pages, one call each, in a shuffled order: no walk can reuse the
+        // previous one's level-1 table.
+        let order = shuffled_pages();
+        let mut g = group(c, "paging: map 1GiB as 4KiB pages in random order (x86_64)");
+        g.bench_function("devpriv", |b| {
+            b.iter_custom(|n| {
+                timed(
+                    n,
+                    devpriv_new::<x86::X86_64>,
+                    |s| devpriv_map_pages_in(s, &order),
+                    drop,
+                )
+            })
+        });
+        g.bench_function("x86_64-crate", |b| {
+            b.iter_custom(|n| {
+                timed(
+                    n,
+                    x86_peer::new,
+                    |s| x86_peer::map_pages_in(s, &order),
+                    drop,
+                )
+            })
+        });
+        g.finish();
+    }
+    {
         let addrs = random_addresses(VA, GIB);
         let dp = devpriv_mapped::<x86::X86_64>();
         let mut peer = x86_peer::new();
@@ -461,27 +561,30 @@ fn x86_rows(c: &mut Criterion) {
         g.finish();
     }
     {
-        let mut g = group(c, "paging: unmap 1GiB of 4KiB pages (x86_64)");
+        // Page by page on both sides. devpriv also frees each level-1 table as its last
+        // page goes (and the level-2 table with the last of them); the crate frees none.
+        let mut g = group(c, "paging: unmap 1GiB of 4KiB pages page by page (x86_64)");
+        g.bench_function("devpriv", |b| {
+            b.iter_custom(|n| timed(n, devpriv_mapped::<x86::X86_64>, devpriv_unmap_pages, drop))
+        });
+        g.bench_function("x86_64-crate", |b| {
+            b.iter_custom(|n| timed(n, x86_peer::mapped, x86_peer::unmap_pages, drop))
+        });
+        g.finish();
+    }
+    {
+        // One call for the whole range: the crate has no range unmap, so this row has
+        // no peer (its page-by-page time is the row above).
+        let mut g = group(
+            c,
+            "paging: unmap 1GiB of 4KiB pages in one range call (x86_64)",
+        );
         g.bench_function("devpriv", |b| {
             b.iter_custom(|n| {
                 timed(
                     n,
                     devpriv_mapped::<x86::X86_64>,
                     |(t, f)| t.unmap(VA, GIB, f, &NoInvalidate).unwrap().ignore(),
-                    drop,
-                )
-            })
-        });
-        g.bench_function("x86_64-crate", |b| {
-            b.iter_custom(|n| {
-                timed(
-                    n,
-                    || {
-                        let mut s = x86_peer::new();
-                        x86_peer::map_pages(&mut s);
-                        s
-                    },
-                    x86_peer::unmap_pages,
                     drop,
                 )
             })
@@ -557,6 +660,34 @@ fn arm_rows(c: &mut Criterion) {
         g.finish();
     }
     {
+        let order = shuffled_pages();
+        let mut g = group(
+            c,
+            "paging: map 1GiB as 4KiB pages in random order (aarch64)",
+        );
+        g.bench_function("devpriv", |b| {
+            b.iter_custom(|n| {
+                timed(
+                    n,
+                    devpriv_new::<F>,
+                    |s| devpriv_map_pages_in(s, &order),
+                    drop,
+                )
+            })
+        });
+        g.bench_function("aarch64-paging", |b| {
+            b.iter_custom(|n| {
+                timed(
+                    n,
+                    arm_peer::new,
+                    |m| arm_peer::map_pages_in(m, &order),
+                    drop,
+                )
+            })
+        });
+        g.finish();
+    }
+    {
         let addrs = random_addresses(VA, GIB);
         let dp = devpriv_mapped::<F>();
         let peer = arm_peer::mapped();
@@ -575,7 +706,11 @@ fn arm_rows(c: &mut Criterion) {
         let mut peer = arm_peer::mapped();
         arm_peer::unmap(&mut peer);
         assert_eq!(arm_peer::translate_one(&peer, VA + 0x5000), None);
-        let mut g = group(c, "paging: unmap 1GiB of 4KiB pages (aarch64)");
+        // One call for the whole range on both sides; both free the 513 tables.
+        let mut g = group(
+            c,
+            "paging: unmap 1GiB of 4KiB pages in one range call (aarch64)",
+        );
         g.bench_function("devpriv", |b| {
             b.iter_custom(|n| {
                 timed(
@@ -588,6 +723,21 @@ fn arm_rows(c: &mut Criterion) {
         });
         g.bench_function("aarch64-paging", |b| {
             b.iter_custom(|n| timed(n, arm_peer::mapped, arm_peer::unmap, drop))
+        });
+        g.finish();
+    }
+    {
+        let mut peer = arm_peer::mapped();
+        arm_peer::unmap_pages(&mut peer);
+        assert_eq!(arm_peer::translate_one(&peer, VA + 0x5000), None);
+        // Page by page on both sides. devpriv also frees each level-1 table as its last
+        // page goes; `aarch64-paging` frees none.
+        let mut g = group(c, "paging: unmap 1GiB of 4KiB pages page by page (aarch64)");
+        g.bench_function("devpriv", |b| {
+            b.iter_custom(|n| timed(n, devpriv_mapped::<F>, devpriv_unmap_pages, drop))
+        });
+        g.bench_function("aarch64-paging", |b| {
+            b.iter_custom(|n| timed(n, arm_peer::mapped, arm_peer::unmap_pages, drop))
         });
         g.finish();
     }
