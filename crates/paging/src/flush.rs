@@ -18,118 +18,161 @@ pub const FULL_FLUSH_THRESHOLD: u64 = 32;
 /// Dropping the token unused is a warning; [`ignore`](Self::ignore) says so explicitly
 /// (for tables no CPU uses yet).
 #[must_use = "the TLB may still hold the old translation: flush it, batch it, or ignore() it"]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Flush {
-    /// The first byte (aligned to `1 << shift`).
+    /// The first byte (aligned to `1 << shift`, so at least to 4 KiB) in the upper bits;
+    /// the shift in bits 0..6 and the kind ([`EMPTY`], [`RANGE`], [`ALL`]) in bits 6..8.
+    ///
+    /// Two whole words, so that a token is returned in registers and copied without a
+    /// narrow store followed by a wider load (which stalls store forwarding): a token
+    /// is built and merged on every page an unmap clears.
     start: u64,
     /// The last byte.
     last: u64,
-    shift: u8,
-    empty: bool,
-    all: bool,
+}
+
+/// Nothing to invalidate.
+const EMPTY: u64 = 0;
+/// `start..=last` at `shift`.
+const RANGE: u64 = 1;
+/// Everything.
+const ALL: u64 = 2;
+/// The low bits of [`Flush::start`] that hold the shift and the kind.
+const META: u64 = 0xff;
+/// The smallest shift a token keeps: nothing maps less than a 4 KiB page.
+const MIN_SHIFT: u32 = 12;
+
+impl core::fmt::Debug for Flush {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.kind() {
+            EMPTY => f.write_str("Flush::none()"),
+            ALL => f.write_str("Flush::all()"),
+            _ => f
+                .debug_struct("Flush")
+                .field("start", &format_args!("{:#x}", self.first()))
+                .field("last", &format_args!("{:#x}", self.last))
+                .field("shift", &self.shift())
+                .finish(),
+        }
+    }
 }
 
 impl Flush {
-    /// Nothing to invalidate (only the write barrier).
-    pub const fn none() -> Self {
+    /// A token of `kind` for `[start, last]` at `shift` (`MIN_SHIFT..=63`).
+    #[inline]
+    const fn pack(start: u64, last: u64, shift: u32, kind: u64) -> Self {
         Self {
-            start: 0,
-            last: 0,
-            shift: 63,
-            empty: true,
-            all: false,
+            start: (start & !META) | shift as u64 | kind << 6,
+            last,
         }
     }
 
-    /// Invalidate the entry of size `1 << shift` containing `va`.
+    #[inline]
+    const fn kind(&self) -> u64 {
+        (self.start >> 6) & 3
+    }
+
+    #[inline]
+    const fn shift(&self) -> u32 {
+        (self.start & 0x3f) as u32
+    }
+
+    #[inline]
+    const fn first(&self) -> u64 {
+        self.start & !META
+    }
+
+    /// Nothing to invalidate (only the write barrier).
+    #[inline]
+    pub const fn none() -> Self {
+        Self::pack(0, 0, 63, EMPTY)
+    }
+
+    /// Invalidate the entry of size `1 << shift` containing `va` (a shift below 12 is
+    /// taken as 12).
+    #[inline]
     pub const fn entry(va: u64, shift: u32) -> Self {
+        let shift = if shift < MIN_SHIFT { MIN_SHIFT } else { shift };
         let size = 1u64 << shift;
         let start = va & !(size - 1);
-        Self {
-            start,
-            last: start + (size - 1),
-            shift: shift as u8,
-            empty: false,
-            all: false,
-        }
+        Self::pack(start, start + (size - 1), shift, RANGE)
     }
 
     /// Invalidate every entry of size `1 << shift` in `[start, end)`, for example every
     /// 4 KiB translation a 2 MiB range may still have cached. `end` 0 with `start`
     /// above it means the top of the address space; an unaligned range covers every
-    /// entry it touches; an empty range is [`none`](Self::none).
+    /// entry it touches; an empty range is [`none`](Self::none). A shift below 12 is
+    /// taken as 12.
+    #[inline]
     pub const fn range(start: u64, end: u64, shift: u32) -> Self {
         if start == end || (end != 0 && end < start) {
             return Self::none();
         }
+        let shift = if shift < MIN_SHIFT { MIN_SHIFT } else { shift };
         let size = 1u64 << shift;
-        Self {
-            start: start & !(size - 1),
-            last: end.wrapping_sub(1),
-            shift: shift as u8,
-            empty: false,
-            all: false,
-        }
+        Self::pack(start & !(size - 1), end.wrapping_sub(1), shift, RANGE)
     }
 
     /// Invalidate everything.
+    #[inline]
     pub const fn all() -> Self {
-        Self {
-            start: 0,
-            last: 0,
-            shift: 63,
-            empty: true,
-            all: true,
-        }
+        Self::pack(0, 0, 63, ALL)
     }
 
     /// Whether there is anything to invalidate.
+    #[inline]
     pub const fn is_empty(&self) -> bool {
-        !self.all && self.empty
+        self.kind() == EMPTY
     }
 
     /// Whether the token asks for a full invalidation.
+    #[inline]
     pub const fn is_all(&self) -> bool {
-        self.all
+        self.kind() == ALL
     }
 
     /// The number of page invalidations the token needs (`u64::MAX` for a full one).
+    #[inline]
     pub const fn pages(&self) -> u64 {
-        if self.all {
-            u64::MAX
-        } else if self.empty {
-            0
-        } else {
-            ((self.last - self.start) >> self.shift).saturating_add(1)
+        match self.kind() {
+            ALL => u64::MAX,
+            EMPTY => 0,
+            _ => ((self.last - self.first()) >> self.shift()).saturating_add(1),
         }
     }
 
     /// The addresses to invalidate, one per entry of the token's size.
     fn addresses(&self) -> impl Iterator<Item = u64> + use<> {
-        let (last, step) = (self.last, 1u64 << self.shift);
-        let first = (!self.is_empty() && !self.all).then_some(self.start);
+        let (last, step) = (self.last, 1u64 << self.shift());
+        let first = (self.kind() == RANGE).then_some(self.first());
         core::iter::successors(first, move |&va| {
             va.checked_add(step).filter(|&next| next <= last)
         })
     }
 
     /// Adds the obligations of `other` (a range covering both, the smaller step).
+    #[inline]
     pub fn merge(&mut self, other: Flush) {
-        if other.all {
-            self.all = true;
-        } else if !other.is_empty() {
-            if self.empty {
-                self.start = other.start;
-                self.last = other.last;
-                self.empty = false;
-            } else {
-                self.start = self.start.min(other.start);
-                self.last = self.last.max(other.last);
-            }
-            self.shift = self.shift.min(other.shift);
-            // The start stays aligned to the (possibly smaller) step.
-            self.start &= !((1u64 << self.shift) - 1);
+        let (kind, other_kind) = (self.kind(), other.kind());
+        if kind == ALL || other_kind == EMPTY {
+            return;
         }
+        if other_kind == ALL {
+            *self = Self::all();
+            return;
+        }
+        let (start, last) = if kind == EMPTY {
+            (other.first(), other.last)
+        } else {
+            (self.first().min(other.first()), self.last.max(other.last))
+        };
+        let shift = if kind == EMPTY {
+            other.shift()
+        } else {
+            self.shift().min(other.shift())
+        };
+        // The start stays aligned to the (possibly smaller) step.
+        *self = Self::pack(start & !((1u64 << shift) - 1), last, shift, RANGE);
     }
 
     /// Adds the entry of size `1 << shift` containing `va`.
@@ -142,7 +185,7 @@ impl Flush {
     /// [`FULL_FLUSH_THRESHOLD`] pages.
     pub fn flush<T: TlbInvalidate + ?Sized>(self, tlb: &T) {
         tlb.publish();
-        if self.all || self.pages() > FULL_FLUSH_THRESHOLD {
+        if self.kind() == ALL || self.pages() > FULL_FLUSH_THRESHOLD {
             tlb.invalidate_all();
         } else {
             for va in self.addresses() {
@@ -154,6 +197,7 @@ impl Flush {
 
     /// Drops the obligation: the table is not in use by any CPU, or the caller flushes
     /// by other means.
+    #[inline]
     pub fn ignore(self) {}
 }
 
@@ -188,12 +232,12 @@ impl FlushBatch {
         if self.all || flush.is_empty() {
             return;
         }
-        if flush.all || flush.pages() > (FULL_FLUSH_THRESHOLD as usize - self.len) as u64 {
+        if flush.is_all() || flush.pages() > (FULL_FLUSH_THRESHOLD as usize - self.len) as u64 {
             self.all = true;
             return;
         }
         for va in flush.addresses() {
-            self.pages[self.len] = (va, flush.shift);
+            self.pages[self.len] = (va, flush.shift() as u8);
             self.len += 1;
         }
     }
