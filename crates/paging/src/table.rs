@@ -34,8 +34,12 @@ pub struct PageTable<F: PagingFormat, M: PhysMapper> {
     root: Pfn,
     root_level: Level,
     mapper: M,
-    /// The level-1 table [`map`](Self::map) last wrote to, keyed by `va >> 21`: tables
-    /// are freed only through `&mut self`, and every such operation clears it.
+    /// The level-1 table [`map`](Self::map) or [`unmap`](Self::unmap) last used, keyed
+    /// by `va >> 21` (of a translatable address): tables are unlinked only through
+    /// `&mut self`, and every such operation clears it (or, in `unmap`, sets it only to a
+    /// table it left linked). `&self` operations never unlink a table, so the entry is
+    /// right whatever they did meanwhile; it caches where the table is, never what it
+    /// holds.
     pub(crate) l1_cache: Option<(u64, Pfn)>,
     format: PhantomData<fn() -> F>,
 }
@@ -75,6 +79,10 @@ pub(crate) struct FrameChain {
 }
 
 impl FrameChain {
+    pub(crate) const fn new() -> Self {
+        Self { head: None, len: 0 }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.head.is_none()
     }
@@ -270,6 +278,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
 
     /// Checks `[va, va + len)` is non-empty, `align`-aligned (start and length) and
     /// translatable; returns the last address.
+    #[inline]
     pub(crate) fn check_range(&self, va: u64, len: u64, align: u64) -> Result<u64, PagingError> {
         if len == 0 {
             return Err(PagingError::EmptyRange);
@@ -518,7 +527,8 @@ impl<F: PagingFormat> Translation<F> {
 /// values).
 #[inline]
 pub(crate) fn is_absent<F: PagingFormat>(raw: u64, level: Level) -> bool {
-    raw == 0 || matches!(F::decode(raw, level), Ok(Entry::Absent))
+    // An entry the hardware would use is never absent: no need to decode it.
+    raw == 0 || (!F::is_valid(raw, level) && matches!(F::decode(raw, level), Ok(Entry::Absent)))
 }
 
 /// The span of the entry at `level` containing `va`, clipped to `[start, last]`:

@@ -9,7 +9,7 @@ use crate::error::PagingError;
 use crate::flush::Flush;
 use crate::format::PagingFormat;
 use crate::frames::FrameAllocator;
-use crate::mapper::PhysMapper;
+use crate::mapper::{PhysMapper, TableEntries};
 use crate::sync::Ordering;
 use crate::table::{FrameChain, PageTable, chunk, is_absent};
 use crate::tlb::TlbInvalidate;
@@ -76,47 +76,53 @@ pub(crate) type Report<'r, F> = Option<&'r mut dyn FnMut(RemovedEntry<F>)>;
 const REMOVED_BATCH: usize = 32;
 
 /// What an unmap has detached and not yet released: whole subtrees by their root
-/// (their entries are read when they are freed, never written), the rest chained, and
-/// (when reporting) the single entries cleared since the last invalidation.
-struct Detached<F: PagingFormat> {
+/// (their entries are read when they are freed, never written) and the rest chained.
+struct Detached {
     subtrees: [Option<(Pfn, Level, u64)>; 8],
     chain: FrameChain,
-    removed: [(u64, Level, u64); REMOVED_BATCH],
-    removed_len: usize,
-    format: PhantomData<fn() -> F>,
 }
 
-impl<F: PagingFormat> Default for Detached<F> {
-    fn default() -> Self {
+impl Detached {
+    const fn new() -> Self {
         Self {
             subtrees: [None; 8],
-            chain: FrameChain::default(),
-            removed: [(0, Level::L1, 0); REMOVED_BATCH],
-            removed_len: 0,
-            format: PhantomData,
+            chain: FrameChain::new(),
         }
     }
-}
 
-impl<F: PagingFormat> Detached<F> {
     fn is_empty(&self) -> bool {
-        self.subtrees[0].is_none() && self.chain.is_empty() && self.removed_len == 0
+        self.subtrees[0].is_none() && self.chain.is_empty()
     }
 }
 
-/// What the release of detached entries needs: the frame allocator, the TLB and the
-/// caller's report closure.
+/// The single entries an unmap that reports has cleared since the last invalidation
+/// (a separate value so that an unmap that does not report never builds it).
+struct RemovedBatch {
+    entries: [(u64, Level, u64); REMOVED_BATCH],
+    len: usize,
+}
+
+/// What the release of detached entries needs: the frame allocator, the TLB, and, when
+/// reporting, the caller's closure with the batch of entries waiting for it.
 struct Gather<'g, 'r, A, T, F: PagingFormat> {
     alloc: &'g mut A,
     tlb: &'g T,
     report: &'g mut Report<'r, F>,
+    removed: Option<&'g mut RemovedBatch>,
 }
 
 impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// Fails with [`PagingError::PartialBlock`] if a block or software entry above level
     /// 1 straddles either end of `[start, last]`.
     pub(crate) fn check_block_edges(&self, start: u64, last: u64) -> Result<(), PagingError> {
-        for va in [start, last] {
+        // Within one level-1 table's span both walks read the same entries down to level
+        // 2, and a level-1 entry never straddles a 4 KiB-aligned end: one walk will do.
+        let ends = if start >> Level::L2.shift() == last >> Level::L2.shift() {
+            &[start][..]
+        } else {
+            &[start, last][..]
+        };
+        for &va in ends {
             let (_, level, raw) = self.walk_to(va, Level::L1);
             if level == Level::L1 || is_absent::<F>(raw, level) {
                 continue;
@@ -142,6 +148,14 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// flushes itself and returns an empty token; otherwise it returns the token for
     /// the removed leaves. What the removed entries pointed to is forgotten; use
     /// [`unmap_with`](Self::unmap_with) to release it.
+    ///
+    /// A small unmap (within one level-1 table's 2 MiB) costs one walk, or none when
+    /// it is in the level-1 table the previous `map` or `unmap` used, plus a look at
+    /// the entries around the range to tell whether the table is now empty: one entry
+    /// when a neighbour is still mapped (as when a table is unmapped page by page in
+    /// address order), otherwise a search outwards that stops at the nearest entry
+    /// still there, a read of the whole table only when it is empty.
+    #[inline]
     pub fn unmap(
         &mut self,
         va: u64,
@@ -149,7 +163,24 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         alloc: &mut impl FrameAllocator,
         tlb: &impl TlbInvalidate,
     ) -> Result<Flush, PagingError> {
-        self.unmap_reporting(va, len, alloc, tlb, None)
+        match self.unmap_in_one_table(va, len, alloc, tlb) {
+            Some(flush) => Ok(flush),
+            None => self.unmap_checking(va, len, alloc, tlb),
+        }
+    }
+
+    /// [`unmap`](Self::unmap) after its fast path declined: every check, then the
+    /// general path.
+    #[inline(never)]
+    fn unmap_checking(
+        &mut self,
+        va: u64,
+        len: u64,
+        alloc: &mut impl FrameAllocator,
+        tlb: &impl TlbInvalidate,
+    ) -> Result<Flush, PagingError> {
+        let last = self.check_range(va, len, 4096)?;
+        self.unmap_reporting(va, last, alloc, tlb, None)
     }
 
     /// As [`unmap`](Self::unmap), and hands every removed leaf and software entry to
@@ -166,26 +197,54 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         tlb: &impl TlbInvalidate,
         mut removed: impl FnMut(RemovedEntry<F>),
     ) -> Result<Flush, PagingError> {
-        self.unmap_reporting(va, len, alloc, tlb, Some(&mut removed))
+        let last = self.check_range(va, len, 4096)?;
+        self.unmap_reporting(va, last, alloc, tlb, Some(&mut removed))
     }
 
+    /// Unmaps `[va, last]` (checked by [`check_range`](Self::check_range)).
     fn unmap_reporting(
         &mut self,
         va: u64,
-        len: u64,
+        last: u64,
         alloc: &mut impl FrameAllocator,
         tlb: &impl TlbInvalidate,
         mut report: Report<'_, F>,
     ) -> Result<Flush, PagingError> {
-        let last = self.check_range(va, len, 4096)?;
-        self.check_block_edges(va, last)?;
+        if va >> Level::L2.shift() != last >> Level::L2.shift() {
+            // `clear` meets a block or software entry that straddles an end only after
+            // it has changed entries before it: look first.
+            self.check_block_edges(va, last)?;
+        }
+        // Otherwise the range lies within one level-1 table's span and touches one
+        // entry per level above level 1: `clear` checks that entry before it writes
+        // anything, so the walk is done once.
         self.l1_cache = None;
+        if report.is_none() {
+            return self.unmap_gathering(va, last, alloc, tlb, &mut report, None);
+        }
+        let mut batch = RemovedBatch {
+            entries: [(0, Level::L1, 0); REMOVED_BATCH],
+            len: 0,
+        };
+        self.unmap_gathering(va, last, alloc, tlb, &mut report, Some(&mut batch))
+    }
+
+    fn unmap_gathering(
+        &self,
+        va: u64,
+        last: u64,
+        alloc: &mut impl FrameAllocator,
+        tlb: &impl TlbInvalidate,
+        report: &mut Report<'_, F>,
+        removed: Option<&mut RemovedBatch>,
+    ) -> Result<Flush, PagingError> {
         let mut flush = Flush::none();
-        let mut freed = Detached::default();
+        let mut freed = Detached::new();
         let mut gather = Gather {
             alloc,
             tlb,
-            report: &mut report,
+            report,
+            removed,
         };
         self.clear(
             self.root(),
@@ -195,28 +254,158 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             &mut flush,
             &mut freed,
             &mut gather,
-        );
-        if freed.is_empty() {
+        )?;
+        if freed.is_empty() && gather.removed.as_ref().is_none_or(|b| b.len == 0) {
             return Ok(flush);
         }
         self.release(&mut flush, &mut freed, &mut gather);
         Ok(Flush::none())
     }
 
+    /// The common small unmap — a page, or a few pages of one level-1 table — without
+    /// the general path's recursion: the level-1 table found through the cache `map`
+    /// keeps (or one walk), its entries cleared, and, only when that leaves the table
+    /// empty, a walk that detaches and frees each table that became empty, from the
+    /// bottom up (never the root).
+    ///
+    /// Returns `None`, having changed nothing, unless `[va, va + len)` is a valid
+    /// range (aligned, non-empty, translatable) within one level-1 table's span whose
+    /// walk reaches level 1: the general path handles the rest, and reports the errors.
+    #[inline]
+    fn unmap_in_one_table(
+        &mut self,
+        va: u64,
+        len: u64,
+        alloc: &mut impl FrameAllocator,
+        tlb: &impl TlbInvalidate,
+    ) -> Option<Flush> {
+        if len == 0 || (va | len) & (Level::L1.entry_span() - 1) != 0 {
+            return None;
+        }
+        let last = va.checked_add(len - 1)?;
+        let key = va >> Level::L2.shift();
+        if last >> Level::L2.shift() != key {
+            return None;
+        }
+        // `va` and `last` share every bit above 20, so both are translatable, in the
+        // same half, exactly when `va` is.
+        let table = match self.l1_cache {
+            // The cached table is still linked there: only `&mut self` operations unlink
+            // tables, and every one of them clears or updates the cache. Its key came
+            // from a translatable address, and `va` has the same upper bits.
+            Some((cached, table)) if cached == key => table,
+            _ => self.table_for_unmap(va)?,
+        };
+        let entries = self.entries(table);
+        let (first, final_index) = (Level::L1.table_index(va), Level::L1.table_index(last));
+        // The first and last valid (possibly cached) entries cleared.
+        let mut valid: Option<(u64, u64)> = None;
+        let mut page = va;
+        for entry in &entries[first..=final_index] {
+            let raw = crate::bbm::settled::<F>(entry);
+            if raw != 0 {
+                // A plain store, as in `clear`.
+                entry.store(0, Ordering::Release);
+                if F::is_valid(raw, Level::L1) {
+                    valid = Some((valid.map_or(page, |(low, _)| low), page));
+                }
+            }
+            page = page.wrapping_add(Level::L1.entry_span());
+        }
+        let flush = match valid {
+            Some((low, high)) => Flush::range(
+                low,
+                high.wrapping_add(Level::L1.entry_span()),
+                Level::L1.shift(),
+            ),
+            None => Flush::none(),
+        };
+        if has_live_entry::<F>(entries, first, final_index, Level::L1) {
+            self.l1_cache = Some((key, table));
+            return Some(flush);
+        }
+        Some(self.free_empty_tables(va, flush, alloc, tlb))
+    }
+
+    /// The level-1 table that `va` (aligned) walks to, if `va` is translatable and the
+    /// walk reaches level 1.
+    #[inline(never)]
+    fn table_for_unmap(&self, va: u64) -> Option<Pfn> {
+        self.check_va(va).ok()?;
+        Some(self.path_to_l1(va)?.0)
+    }
+
+    /// After the unmap of `va` left its level-1 table empty: detaches and frees it and
+    /// every table above it that becomes empty (never the root), after invalidating
+    /// `flush` and the walks through them.
+    #[inline(never)]
+    fn free_empty_tables(
+        &mut self,
+        va: u64,
+        mut flush: Flush,
+        alloc: &mut impl FrameAllocator,
+        tlb: &impl TlbInvalidate,
+    ) -> Flush {
+        self.l1_cache = None;
+        let (table, path, mut depth) = self.path_to_l1(va).expect("the table is linked");
+        let mut level = Level::L1;
+        let mut chain = FrameChain::new();
+        let mut child = table;
+        while depth > 0 {
+            depth -= 1;
+            let (parent, index) = path[depth];
+            level = level.next_higher().expect("below the root");
+            self.entry(parent, index).store(0, Ordering::Release);
+            flush.add_entry(va, level.shift());
+            self.chain_push(&mut chain, child);
+            if depth == 0 || has_live_entry::<F>(self.entries(parent), index, index, level) {
+                break;
+            }
+            child = parent;
+        }
+        // Tables are freed only after walks through them can no longer be cached.
+        flush.flush(tlb);
+        self.chain_free(chain, alloc);
+        Flush::none()
+    }
+
+    /// The level-1 table on the walk to `va`, with the tables above it and the index of
+    /// the entry taken in each (from the root down) and their number; `None` if the
+    /// walk ends above level 1.
+    #[allow(clippy::type_complexity)]
+    fn path_to_l1(&self, va: u64) -> Option<(Pfn, [(Pfn, usize); 4], usize)> {
+        let mut path = [(Pfn::new(0), 0usize); 4];
+        let mut depth = 0;
+        let mut table = self.root();
+        let mut level = self.root_level();
+        while level != Level::L1 {
+            let index = level.table_index(va);
+            let raw = crate::bbm::settled::<F>(self.entry(table, index));
+            let next = F::table_pfn(raw, level)?;
+            path[depth] = (table, index);
+            depth += 1;
+            table = next;
+            level = level.next_lower().expect("above level 1");
+        }
+        Some((table, path, depth))
+    }
+
     /// Invalidates `flush`, then reports and frees everything in `freed`.
     fn release<A: FrameAllocator, T: TlbInvalidate>(
         &self,
         flush: &mut Flush,
-        freed: &mut Detached<F>,
+        freed: &mut Detached,
         gather: &mut Gather<'_, '_, A, T, F>,
     ) {
         core::mem::replace(flush, Flush::none()).flush(gather.tlb);
-        if let Some(report) = gather.report.as_deref_mut() {
-            for &(va, level, raw) in &freed.removed[..freed.removed_len] {
+        if let (Some(report), Some(batch)) =
+            (gather.report.as_deref_mut(), gather.removed.as_deref_mut())
+        {
+            for &(va, level, raw) in &batch.entries[..batch.len] {
                 report(RemovedEntry::new(va, level, raw));
             }
+            batch.len = 0;
         }
-        freed.removed_len = 0;
         for (table, level, va) in core::mem::take(&mut freed.subtrees).into_iter().flatten() {
             self.free_subtree_reporting(table, level, va, gather.alloc, gather.report);
             gather.alloc.free(table);
@@ -225,6 +414,19 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     }
 
     /// Clears `[start, last]` below `table`; returns whether the table is now empty.
+    ///
+    /// The emptiness check costs O(1) when the table keeps an entry in the range (a
+    /// table below it that is not empty) or next to it; otherwise it scans outwards
+    /// from the range, a cache line of entries at a time, and stops at the first entry
+    /// that is not absent ([`has_live_entry`]). Unmapping a table page by page in
+    /// address order therefore reads O(1) entries per page, plus one full scan when
+    /// the last page goes.
+    ///
+    /// Fails with [`PagingError::PartialBlock`] at a block or software entry above level
+    /// 1 that the range covers only in part, before it changes that entry: when the
+    /// range spans more than one level-1 table the caller checks the ends first
+    /// ([`check_block_edges`](Self::check_block_edges)), so that the error cannot come
+    /// after other entries were cleared.
     #[allow(clippy::too_many_arguments)]
     fn clear<A: FrameAllocator, T: TlbInvalidate>(
         &self,
@@ -233,9 +435,9 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         start: u64,
         last: u64,
         flush: &mut Flush,
-        freed: &mut Detached<F>,
+        freed: &mut Detached,
         gather: &mut Gather<'_, '_, A, T, F>,
-    ) -> bool {
+    ) -> Result<bool, PagingError> {
         let span = level.entry_span();
         let entries = self.entries(table);
         let first = level.table_index(start);
@@ -245,6 +447,8 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             && final_index == 511
             && start & (span - 1) == 0
             && (last & (span - 1)) == span - 1;
+        // Whether an entry of the range stays (a table that is not empty).
+        let mut kept = false;
         for entry in &entries[first..=final_index] {
             let (_, cs, cl) = chunk(level, es, start, last);
             let raw = crate::bbm::settled::<F>(entry);
@@ -266,12 +470,20 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                             Some(free_slot) => *free_slot = Some((next, lower, es)),
                             None => self.chain_subtree(next, lower, &mut freed.chain),
                         }
-                    } else if self.clear(next, lower, cs, cl, flush, freed, gather) {
+                    } else if self.clear(next, lower, cs, cl, flush, freed, gather)? {
                         entry.store(0, Ordering::Release);
                         flush.add_entry(es, level.shift());
                         self.chain_push(&mut freed.chain, next);
+                    } else {
+                        kept = true;
                     }
                 } else {
+                    if level != Level::L1
+                        && (cs != es || cl != es + (span - 1))
+                        && !is_absent::<F>(raw, level)
+                    {
+                        return Err(PagingError::PartialBlock { va: es, level });
+                    }
                     // A plain store: `&mut self` excludes software writers, and an
                     // accessed/dirty bit the hardware sets meanwhile is dropped with the
                     // entry anyway.
@@ -279,21 +491,25 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                     if F::is_valid(raw, level) {
                         flush.add_entry(es, level.shift());
                     }
-                    if gather.report.is_some() && !is_absent::<F>(raw, level) {
-                        if freed.removed_len == REMOVED_BATCH {
+                    if gather.removed.is_some() && !is_absent::<F>(raw, level) {
+                        if gather
+                            .removed
+                            .as_ref()
+                            .is_some_and(|b| b.len == REMOVED_BATCH)
+                        {
                             self.release(flush, freed, gather);
                         }
-                        freed.removed[freed.removed_len] = (es, level, raw);
-                        freed.removed_len += 1;
+                        if let Some(batch) = gather.removed.as_deref_mut() {
+                            batch.entries[batch.len] = (es, level, raw);
+                            batch.len += 1;
+                        }
                     }
                 }
             }
             es = es.wrapping_add(span);
         }
-        whole
-            || entries
-                .iter()
-                .all(|e| is_absent::<F>(e.load(Ordering::Acquire), level))
+        // Every entry of the range is absent now unless one was kept.
+        Ok(whole || (!kept && !has_live_entry::<F>(entries, first, final_index, level)))
     }
 
     /// Pushes `table` (detached, at `level`) and every table below it onto `freed`
@@ -427,4 +643,74 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         }
         Ok(())
     }
+}
+
+/// Entries per 64-byte cache line.
+const LINE: usize = 8;
+
+/// Whether `entries` (a table at `level`) holds an entry that is not absent, given that
+/// `entries[first..=last]` are all absent.
+///
+/// The two neighbours of the range are read first: in a table unmapped page by page in
+/// address order (either way) one of them is live, so the answer costs one read. Then
+/// the search starts at the cache lines holding `first` and `last` and moves outwards,
+/// one line at a time on each side, so it stops after reading about as many entries as
+/// lie between the range and the nearest live entry: a whole-table read only when the
+/// table is (nearly) empty. A line whose entries are all zero is skipped without
+/// decoding anything.
+#[inline]
+fn has_live_entry<F: PagingFormat>(
+    entries: &TableEntries,
+    first: usize,
+    last: usize,
+    level: Level,
+) -> bool {
+    let live = |cell: &crate::sync::AtomicU64| {
+        let raw = cell.load(Ordering::Acquire);
+        raw != 0 && !is_absent::<F>(raw, level)
+    };
+    (last + 1 < entries.len() && live(&entries[last + 1]))
+        || (first > 0 && live(&entries[first - 1]))
+        || has_live_line::<F>(entries, first, last, level)
+}
+
+/// The line-by-line part of [`has_live_entry`].
+fn has_live_line<F: PagingFormat>(
+    entries: &TableEntries,
+    first: usize,
+    last: usize,
+    level: Level,
+) -> bool {
+    let line_live = |line: usize| {
+        let cells = &entries[line * LINE..(line + 1) * LINE];
+        let mut any = 0;
+        for cell in cells {
+            any |= cell.load(Ordering::Acquire);
+        }
+        // Non-zero values may still be absent (x86_64's A/D-only erratum values).
+        any != 0
+            && cells
+                .iter()
+                .any(|cell| !is_absent::<F>(cell.load(Ordering::Acquire), level))
+    };
+    let lines = entries.len() / LINE;
+    let (mut down, mut up) = (first / LINE, last / LINE);
+    if line_live(down) || (up != down && line_live(up)) {
+        return true;
+    }
+    while down > 0 || up + 1 < lines {
+        if up + 1 < lines {
+            up += 1;
+            if line_live(up) {
+                return true;
+            }
+        }
+        if down > 0 {
+            down -= 1;
+            if line_live(down) {
+                return true;
+            }
+        }
+    }
+    false
 }

@@ -1069,6 +1069,128 @@ fn unmap_frees_many_subtrees_aarch64() {
     unmap_frees_many_subtrees::<Aarch64>();
 }
 
+/// Unmapping page by page frees each table when its last entry goes, and not before:
+/// in address order, in a shuffled order, with a software entry that `install` wrote
+/// through `&self` meanwhile (it keeps the table), and with an absent entry that holds
+/// only the accessed/dirty bits x86_64 hardware may leave (it does not).
+fn unmap_page_by_page_frees_tables_when_empty<F: PagingFormat>() {
+    let memory = Memory::new(64);
+    let mut w = world::<F>(&memory);
+    let mut alloc = &memory;
+    // Level-1 tables A = [0, 2 MiB) and D = [4 MiB, 6 MiB) full of 4 KiB pages, B with
+    // one page, all below one level-2 table; C with one page below another.
+    let (a, d, b, c) = (0, 4 * MIB, 2 * MIB + 0x5000, GIB + 0x3000);
+    for start in [a, d] {
+        w.table
+            .map_range_with_max(
+                start,
+                start,
+                2 * MIB,
+                rw::<F>(),
+                PageSize::Size4KiB,
+                &mut alloc,
+            )
+            .unwrap()
+            .ignore();
+    }
+    for va in [b, c] {
+        w.table
+            .map(
+                va,
+                Pfn::containing(va),
+                PageSize::Size4KiB,
+                rw::<F>(),
+                &mut alloc,
+            )
+            .unwrap()
+            .ignore();
+    }
+    let full = memory.live_frames();
+    let unmap_page = |w: &mut World<'_, F>, va: u64| {
+        let mut alloc = w.memory;
+        w.table
+            .unmap(va, 0x1000, &mut alloc, &w.mmu)
+            .unwrap()
+            .flush(&w.mmu);
+        assert!(w.table.translate(va).is_none(), "{va:#x} still mapped");
+        assert!(
+            w.mmu.access(va, Access::Read).is_err(),
+            "{va:#x} still cached"
+        );
+    };
+
+    // A in address order: the table stays while any page is left.
+    for i in 0..512 {
+        unmap_page(&mut w, a + i * 0x1000);
+        if i < 511 {
+            assert_eq!(memory.live_frames(), full, "A freed early, at page {i}");
+            let next = a + (i + 1) * 0x1000;
+            assert_eq!(w.mmu.access(next, Access::Read), Ok(next));
+        }
+    }
+    assert_eq!(memory.live_frames(), full - 1, "A kept after its last page");
+
+    // D in a shuffled order.
+    let mut order: Vec<u64> = (0..512).collect();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for i in (1..order.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let (sw_page, noise_page) = (order[10], order[20]);
+    for (n, &i) in order.iter().enumerate() {
+        unmap_page(&mut w, d + i * 0x1000);
+        if n == 255 {
+            // A device-private entry where a page was, written through `&self`.
+            w.table
+                .install(
+                    d + sw_page * 0x1000,
+                    Level::L1,
+                    &device_private::<F>(7),
+                    &mut alloc,
+                )
+                .unwrap()
+                .ignore();
+            if F::is_root_level(Level::L5) {
+                // x86_64: accessed and dirty, present clear — absent.
+                raw_entry(&memory, &w.table, d + noise_page * 0x1000, Level::L1)
+                    .store(0x60, core::sync::atomic::Ordering::Release);
+            }
+        }
+        assert_eq!(memory.live_frames(), full - 1, "D freed early");
+    }
+    assert_eq!(
+        w.table.entry_at(d + sw_page * 0x1000, Level::L1),
+        Ok(device_private::<F>(7))
+    );
+    unmap_page(&mut w, d + sw_page * 0x1000);
+    assert_eq!(
+        memory.live_frames(),
+        full - 2,
+        "D kept after its last entry"
+    );
+
+    // B's only page: B goes, and the level-2 table above A, B and D with it.
+    unmap_page(&mut w, b);
+    assert_eq!(memory.live_frames(), full - 4);
+    // C's only page: every table but the root goes.
+    unmap_page(&mut w, c);
+    assert_eq!(memory.live_frames(), 1);
+    w.finish();
+}
+
+#[test]
+fn unmap_page_by_page_frees_tables_when_empty_x86_64() {
+    unmap_page_by_page_frees_tables_when_empty::<X86_64>();
+}
+
+#[test]
+fn unmap_page_by_page_frees_tables_when_empty_aarch64() {
+    unmap_page_by_page_frees_tables_when_empty::<Aarch64>();
+}
+
 /// A table emptied through the cursor stays; map_range maps below it.
 #[test]
 fn map_range_reuses_an_empty_table() {
