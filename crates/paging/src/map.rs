@@ -28,7 +28,79 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     ///
     /// An empty slot is never cached by a TLB, so the returned token only asks for the
     /// write barrier.
+    ///
+    /// A 4 KiB page whose tables exist costs one walk, or none when it lies in the
+    /// level-1 table the previous `map` or `unmap` used.
+    #[inline]
     pub fn map(
+        &mut self,
+        va: u64,
+        pfn: Pfn,
+        size: PageSize,
+        attrs: F::LeafAttributes,
+        alloc: &mut impl FrameAllocator,
+    ) -> Result<Flush, PagingError> {
+        if size == PageSize::Size4KiB
+            && let Some(result) = self.map_page_in_place(va, pfn, attrs)
+        {
+            return result;
+        }
+        self.map_creating(va, pfn, size, attrs, alloc)
+    }
+
+    /// The fast path of [`map`](Self::map) for a 4 KiB page: small enough to be inlined
+    /// into the caller's loop, so that the walks of successive calls overlap (a walk
+    /// to a random page waits mostly on memory).
+    ///
+    /// Returns `None`, having changed nothing, when `va` is not an aligned, translatable
+    /// address whose level-1 table exists, or the leaf does not encode: the general
+    /// path handles those and reports the errors.
+    #[inline]
+    fn map_page_in_place(
+        &mut self,
+        va: u64,
+        pfn: Pfn,
+        attrs: F::LeafAttributes,
+    ) -> Option<Result<Flush, PagingError>> {
+        if va & (Level::L1.entry_span() - 1) != 0 {
+            return None;
+        }
+        let key = va >> Level::L2.shift();
+        let table = match self.l1_cache {
+            // Linked and translatable, as `unmap_in_one_table` explains.
+            Some((cached, table)) if cached == key => table,
+            _ => {
+                self.check_va(va).ok()?;
+                match self.walk_to(va, Level::L1) {
+                    (table, Level::L1, _) => table,
+                    _ => return None,
+                }
+            }
+        };
+        let leaf = F::encode(
+            &Entry::Leaf {
+                pfn,
+                size: PageSize::Size4KiB,
+                attrs,
+            },
+            Level::L1,
+        )
+        .ok()?;
+        let slot = self.entry(table, Level::L1.table_index(va));
+        if !is_absent::<F>(crate::bbm::settled::<F>(slot), Level::L1) {
+            return Some(Err(PagingError::Occupied {
+                va,
+                level: Level::L1,
+            }));
+        }
+        slot.store(leaf, Ordering::Release);
+        self.l1_cache = Some((key, table));
+        Some(Ok(Flush::none()))
+    }
+
+    /// [`map`](Self::map) past its fast path: every check, creating the missing tables.
+    #[inline(never)]
+    fn map_creating(
         &mut self,
         va: u64,
         pfn: Pfn,
@@ -46,20 +118,6 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         self.check_range(va, bytes, bytes)?;
         let target = size.level();
         let leaf = F::encode(&Entry::Leaf { pfn, size, attrs }, target)?;
-        if let Some((key, table)) = self.l1_cache
-            && target == Level::L1
-            && key == va >> Level::L2.shift()
-        {
-            let slot = self.entry(table, Level::L1.table_index(va));
-            if !is_absent::<F>(crate::bbm::settled::<F>(slot), Level::L1) {
-                return Err(PagingError::Occupied {
-                    va,
-                    level: Level::L1,
-                });
-            }
-            slot.store(leaf, Ordering::Release);
-            return Ok(Flush::none());
-        }
         // Walk down; count the tables the path lacks.
         let (table, level, raw) = self.walk_to(va, target);
         if level == target {
