@@ -1,15 +1,18 @@
 //! devpriv's task runner: `cargo xtask <command>`.
 //!
 //! - `test`: every check CI runs (format, lints for three targets, host tests, loom
-//!   models, bare-metal builds, QEMU boots), with one summary line per step.
+//!   models, Miri's CI subset, bare-metal builds, docs.rs builds, QEMU boots), with one
+//!   summary line per step.
 //! - `qemu`: build and boot the example kernels.
 //! - `bench`: run the criterion benches and the testdev throughput sweep, and print
 //!   one summary table.
+//! - `miri`: the host test suites under Miri (`--ci`: the subset `test` runs).
 //! - `testdev`: a readable run of the simulated device and the throughput sweep.
 //! - `pte`: decode and encode raw page-table entries.
 
 mod bench;
 mod cli;
+mod miri;
 mod pte_tool;
 mod qemu;
 mod test;
@@ -23,12 +26,16 @@ usage: cargo xtask <command> [args]
 
 commands:
   test                      run every check CI runs (fmt, clippy x3 targets, host tests,
-                            loom models, bare-metal builds, QEMU boots)
+                            loom models, Miri (CI subset), bare-metal builds, QEMU boots)
   qemu [--arch x86_64|aarch64|all] [--accel kvm]
                             build and boot the example kernels
-  bench [--summary] [FILTER]
+  bench [--summary] [FILTER ...] [-- CRITERION OPTIONS]
                             run the benchmarks and print one summary table
-                            (--summary: only print the table from the last run)
+                            (--summary: only print the table from the last run;
+                            e.g. `-- --warm-up-time 1 --measurement-time 3`)
+  miri [--ci] [--jobs N] [CRATE ...] [-- TEST ARGS]
+                            the host test suites under Miri (installs nightly with
+                            miri when missing; --ci: the subset `test` runs)
   testdev [--full]          a transcript of one run of the simulated device, then the
                             migration throughput sweep (--full: up to 256 MiB)
   pte decode --arch ARCH --level N [--profile NAME] [--lenient] [--json] HEX
@@ -53,6 +60,7 @@ fn main() -> ExitCode {
         "test" => test::run(rest),
         "qemu" => qemu::run(rest),
         "bench" => bench::run(rest),
+        "miri" => miri::run(rest),
         "testdev" => testdev::run(rest),
         "pte" => pte_tool::run(rest),
         "help" | "--help" | "-h" => {

@@ -74,6 +74,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         checked(cargo().args(["test", "--workspace", "--all-features"]))
     });
     step("loom models", &mut loom_models);
+    step("miri (CI subset)", &mut || {
+        crate::miri::run(&["--ci".to_string()]).map(|()| "passed".into())
+    });
     for target in BARE_METAL_TARGETS {
         step(&format!("build {target}"), &mut || {
             let mut command = cargo();
@@ -213,7 +216,7 @@ fn clippy_bare_metal(target: &str) -> Result<String, String> {
     }
     command.args(["--", "-D", "warnings"]);
     checked(&mut command)?;
-    let kernels_dir = repo_root().join("target").join("kernels");
+    let kernels_dir = crate::cli::target_dir().join("kernels");
     for (manifest, kernel_target) in kernel_manifests() {
         if kernel_target != target {
             continue;
@@ -261,7 +264,7 @@ fn loom_models() -> Result<String, String> {
         .env("RUSTFLAGS", "--cfg loom")
         .env("LOOM_MAX_PREEMPTIONS", "2")
         .arg("--target-dir")
-        .arg(repo_root().join("target").join("loom"));
+        .arg(crate::cli::target_dir().join("loom"));
     for krate in &crates {
         command.args(["-p", krate]);
     }
