@@ -20,7 +20,11 @@
 //! bumps a watermark; a free is the reverse. All O(1).
 //!
 //! The header of the *hot* chunk (the one 4 KiB pages were last taken from) is kept in
-//! [`AllocState`] and written back when another chunk becomes hot.
+//! [`AllocState`] and written back when another chunk becomes hot, or when the hot chunk
+//! is whole again (so the hot chunk is always a split one). Allocating from the hot
+//! chunk while it heads the partly-used list, and freeing into it while it stays partly
+//! used, are the fast paths: a few loads and stores of the allocator's own fields, the
+//! page's two words and no other metadata.
 
 use crate::meta::{PageMeta, word};
 use crate::sync::{AtomicU64, Ordering};
@@ -127,6 +131,7 @@ impl AllocState {
     }
 
     /// Allocates a 4 KiB page; returns its page number.
+    #[inline]
     pub(crate) fn alloc_small(&mut self, meta: &[PageMeta], locked: u64) -> Option<u64> {
         let page = self.take_small(meta)?;
         publish(&meta[page as usize], word::ALLOCATED | locked | 1);
@@ -148,7 +153,21 @@ impl AllocState {
 
     /// Takes a 4 KiB page off the free lists and counts it as allocated; its word is
     /// left as it is (free).
+    #[inline]
     fn take_small(&mut self, meta: &[PageMeta]) -> Option<u64> {
+        // The hot chunk heads the partly-used list (so it has a free page): take one
+        // there, the common case.
+        if self.hot != 0 && self.hot == self.partial_head {
+            self.allocated += 1;
+            return Some(self.take_hot(meta));
+        }
+        self.take_small_slow(meta)
+    }
+
+    /// [`take_small`](Self::take_small) when the hot chunk does not head the
+    /// partly-used list.
+    #[inline(never)]
+    fn take_small_slow(&mut self, meta: &[PageMeta]) -> Option<u64> {
         let page = if self.partial_head != 0 {
             self.take_from_split(meta, self.partial_head - 1)
         } else if self.tail.free != 0 {
@@ -164,28 +183,50 @@ impl AllocState {
     }
 
     /// Allocates a 2 MiB folio; returns its head page number.
+    #[inline]
     pub(crate) fn alloc_large(&mut self, meta: &[PageMeta], locked: u64) -> Option<u64> {
         let chunk = self.take_whole(meta)?;
-        self.set_header(meta, chunk, Header::new(LARGE, 0, 0, 0));
-        publish(
-            &meta[(chunk * CHUNK_PAGES) as usize],
-            word::ALLOCATED | word::LARGE | locked | 1,
+        // A whole chunk is never the hot one, and its first word is all zero: a free
+        // page (folio half 0) with the header of a whole chunk (0). Only the lock holder
+        // writes a free page's word, so one plain store sets the header and publishes
+        // the folio.
+        debug_assert_ne!(self.hot, chunk + 1);
+        let head = &meta[(chunk * CHUNK_PAGES) as usize];
+        debug_assert_eq!(head.state.load(Ordering::Relaxed), 0);
+        head.rmap.store(0, Ordering::Relaxed);
+        head.state.store(
+            u64::from(Header::new(LARGE, 0, 0, 0).0) << word::CHUNK_SHIFT
+                | word::ALLOCATED
+                | word::LARGE
+                | locked
+                | 1,
+            Ordering::Release,
         );
         self.allocated += CHUNK_PAGES;
         Some(chunk * CHUNK_PAGES)
     }
 
     /// Returns a folio whose reference count reached zero.
+    #[inline]
     pub(crate) fn release(&mut self, meta: &[PageMeta], head: u64, large: bool) {
         // At reference count zero no one else writes the word (every folio operation
         // fails on it without writing; the allocator half changes only under our lock),
-        // so a plain store clears the folio half.
+        // so plain stores do.
         let state = &meta[head as usize].state;
-        state.store(
-            state.load(Ordering::Relaxed) & !word::FOLIO_HALF,
-            Ordering::Release,
-        );
-        self.give_back(meta, head, large);
+        if large {
+            // The chunk becomes whole: folio half 0 and a whole chunk's header (0), in
+            // one store.
+            debug_assert_eq!(Header::new(WHOLE, 0, 0, 0).0, 0);
+            state.store(0, Ordering::Release);
+            self.allocated -= CHUNK_PAGES;
+            self.whole_push(meta, head >> CHUNK_ORDER);
+        } else {
+            state.store(
+                state.load(Ordering::Relaxed) & !word::FOLIO_HALF,
+                Ordering::Release,
+            );
+            self.give_back_small(meta, head);
+        }
     }
 
     /// Returns a page a [`PageCache`](crate::PageCache) reserved (the cache's owner
@@ -195,19 +236,35 @@ impl AllocState {
         let w = state.load(Ordering::Relaxed);
         debug_assert_eq!(w & word::FOLIO_HALF, word::RESERVED);
         state.store(w & !word::FOLIO_HALF, Ordering::Release);
-        self.give_back(meta, page, false);
+        self.give_back_small(meta, page);
     }
 
-    /// Puts a free folio (folio half already zero) back on the free lists.
-    fn give_back(&mut self, meta: &[PageMeta], head: u64, large: bool) {
-        let chunk = head >> CHUNK_ORDER;
-        if large {
-            self.allocated -= CHUNK_PAGES;
-            self.set_header(meta, chunk, Header::new(WHOLE, 0, 0, 0));
-            self.whole_push(meta, chunk);
-            return;
-        }
+    /// Puts a free 4 KiB page (folio half already zero) back on the free lists.
+    #[inline]
+    fn give_back_small(&mut self, meta: &[PageMeta], page: u64) {
         self.allocated -= 1;
+        let chunk = page >> CHUNK_ORDER;
+        if self.hot == chunk + 1 {
+            // Into the hot chunk, which stays partly used and stays listed: the common
+            // case.
+            let h = self.hot_header;
+            let free = h.free() + 1;
+            if free != 1 && free != CHUNK_PAGES {
+                meta[page as usize].rmap.store(h.head(), Ordering::Relaxed);
+                let offset = page & (CHUNK_PAGES - 1);
+                self.hot_header = Header::new(SPLIT, free, h.bump(), offset + 1);
+                return;
+            }
+        }
+        self.give_back_small_slow(meta, page);
+    }
+
+    /// [`give_back_small`](Self::give_back_small) (the count already updated) for a page
+    /// of the tail, of a chunk that is not hot, or one that makes its chunk whole or
+    /// partly used again.
+    #[inline(never)]
+    fn give_back_small_slow(&mut self, meta: &[PageMeta], head: u64) {
+        let chunk = head >> CHUNK_ORDER;
         let offset = head & (CHUNK_PAGES - 1);
         if chunk == self.full_chunks {
             meta[head as usize]
@@ -223,7 +280,11 @@ impl AllocState {
         let free = h.free() + 1;
         if free == CHUNK_PAGES {
             self.partial_remove(meta, chunk);
-            self.set_header(meta, chunk, Header::new(WHOLE, 0, 0, 0));
+            // A whole chunk is not hot: its header goes to metadata.
+            if self.hot == chunk + 1 {
+                self.hot = 0;
+            }
+            write_header(meta, chunk, Header::new(WHOLE, 0, 0, 0));
             self.whole_push(meta, chunk);
         } else {
             self.set_header(meta, chunk, Header::new(SPLIT, free, h.bump(), offset + 1));
@@ -243,6 +304,7 @@ impl AllocState {
         );
     }
 
+    #[inline]
     fn take_whole(&mut self, meta: &[PageMeta]) -> Option<u64> {
         let chunk = if self.whole_head != 0 {
             let chunk = self.whole_head - 1;
@@ -260,6 +322,7 @@ impl AllocState {
         Some(chunk)
     }
 
+    #[inline]
     fn whole_push(&mut self, meta: &[PageMeta], chunk: u64) {
         meta[(chunk * CHUNK_PAGES) as usize]
             .rmap
@@ -270,7 +333,14 @@ impl AllocState {
 
     fn take_from_split(&mut self, meta: &[PageMeta], chunk: u64) -> u64 {
         self.make_hot(meta, chunk);
-        let h = self.header(meta, chunk);
+        self.take_hot(meta)
+    }
+
+    /// Takes a free page of the hot chunk (which has one).
+    #[inline]
+    fn take_hot(&mut self, meta: &[PageMeta]) -> u64 {
+        let chunk = self.hot - 1;
+        let h = self.hot_header;
         debug_assert!(h.state() == SPLIT && h.free() > 0);
         let base = chunk * CHUNK_PAGES;
         let (offset, next_head, bump) = if h.head() != 0 {
@@ -281,7 +351,7 @@ impl AllocState {
             (h.bump(), 0, h.bump() + 1)
         };
         let free = h.free() - 1;
-        self.set_header(meta, chunk, Header::new(SPLIT, free, bump, next_head));
+        self.hot_header = Header::new(SPLIT, free, bump, next_head);
         if free == 0 {
             self.partial_remove(meta, chunk);
         }
@@ -405,6 +475,7 @@ fn set_high(state: &AtomicU64, new: u64) {
 ///
 /// A free page's word is written only under the allocator lock (every folio operation
 /// fails on a free page without writing), so plain stores suffice.
+#[inline]
 fn publish(meta: &PageMeta, folio: u64) {
     meta.rmap.store(0, Ordering::Relaxed);
     let w = meta.state.load(Ordering::Relaxed);

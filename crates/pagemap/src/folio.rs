@@ -302,6 +302,7 @@ impl<'a> Folio<'a> {
     ///
     /// Panics if no reference was held or the folio is locked by no one else's
     /// reference: both mean an owning handle was forged with `from_raw`.
+    #[inline]
     fn put_owned(self) {
         match self.put_ref() {
             Ok(true) => self.free(),
@@ -311,6 +312,7 @@ impl<'a> Folio<'a> {
     }
 
     /// Drops one reference; `Ok(true)` if it was the last (the caller then frees).
+    #[inline]
     pub(crate) fn put_ref(self) -> Result<bool, FolioError> {
         let old = self.update(Ordering::AcqRel, |w| {
             if w & word::ALLOCATED == 0 || word::refs(w) == 0 {
@@ -330,6 +332,7 @@ impl<'a> Folio<'a> {
     }
 
     /// The reference count reached zero: tell the driver, then give the folio back.
+    #[inline]
     fn free(self) {
         let pagemap = self.pagemap;
         pagemap.ops.folio_free(self);
@@ -434,6 +437,7 @@ impl<'a> core::ops::Deref for FolioRef<'a> {
 }
 
 impl Drop for FolioRef<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.0.put_owned();
     }

@@ -225,6 +225,7 @@ impl<'a> DevicePagemap<'a> {
 
     /// Allocates a folio of `size` (4 KiB or 2 MiB) with one reference, unlocked.
     /// O(1); no per-page work, even for a 2 MiB folio.
+    #[inline]
     pub fn alloc(&self, size: PageSize) -> Result<FolioRef<'_>, AllocError> {
         let folio = self.alloc_with(size, 0)?;
         // SAFETY: the folio was just allocated with one reference, which no handle owns.
@@ -233,6 +234,7 @@ impl<'a> DevicePagemap<'a> {
 
     /// Allocates a folio of `size` with one reference, locked: a migration destination
     /// (Linux's `zone_device_folio_init`). Costs the same as [`DevicePagemap::alloc`].
+    #[inline]
     pub fn alloc_locked(&self, size: PageSize) -> Result<LockedFolio<'_>, AllocError> {
         let folio = self.alloc_with(size, word::LOCKED)?;
         // SAFETY: the folio was just allocated locked with one reference, which no handle
@@ -240,7 +242,9 @@ impl<'a> DevicePagemap<'a> {
         Ok(unsafe { LockedFolio::from_raw(folio) })
     }
 
-    #[inline]
+    // Always inlined: `alloc` and `alloc_locked` are small, and with the size known at
+    // the call site the other size's path and the size match fold away.
+    #[inline(always)]
     fn alloc_with(&self, size: PageSize, locked: u64) -> Result<Folio<'_>, AllocError> {
         let large = match size {
             PageSize::Size4KiB => false,
