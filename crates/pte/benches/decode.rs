@@ -1,29 +1,37 @@
-//! Decoding raw x86_64 level-1 entries: devpriv-pte against the `x86_64` crate.
+//! Classifying and decoding raw x86_64 level-1 entries: devpriv-pte against the `x86_64`
+//! crate, on the same work.
 //!
-//! Both sides read the same 1 Mi pre-generated raw values (13/16 present 4 KiB leaves
-//! with random attributes and addresses, 2/16 software entries of four kinds, 1/16
-//! absent) and fold the frame and flag bits into a checksum.
+//! Every row classifies each entry the same way on both sides: absent → 0, present leaf
+//! → frame + flag bits, software (non-present) → its type number, folded into a
+//! checksum. The peer reads `is_unused()`, `flags()` and `addr()` and validates nothing;
+//! devpriv validates as its decoder does (reserved bits, the offset a software entry's
+//! type allows), and counts an entry that does not decode as 1.
 //!
-//! - "pte: decode ...": devpriv's full typed decode (`PteFormat::decode`: classify,
-//!   validate, build the `Entry`) against the `x86_64` crate's `flags()` + `addr()`,
-//!   which neither classifies nor validates.
-//! - "pte: leaf fast path ...": devpriv's `X86_64::leaf` (a validated present-leaf
-//!   check returning the frame and attributes) against the same peer work.
-
+//! - "pte: classify ...": `X86_64::classify` (class, frame or type, attribute bits) on
+//!   three mixes: random (13/16 present, 2/16 software of four kinds, 1/16 absent, in
+//!   random order), clustered (the same mix in runs of 64 entries of one kind, as page
+//!   tables hold them) and all present.
+//! - "pte: decode ...": the full typed decode (`PteFormat::decode`, building the
+//!   `Entry`) against the same peer classification.
+//! - "pte: classify a 512-entry table": `X86_64::classify_table` (one bitmap per class)
+//!   against the peer's per-entry loop building the same three bitmaps.
+//! - "pte: decode under a constant profile": `decode` (devpriv's profile) against
+//!   `decode_in` with a Linux preset: the profile should cost nothing.
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
+use devpriv_pte::arch::x86_64::X86_64;
 use devpriv_pte::arch::x86_64::conv::page_table_entry;
-use devpriv_pte::arch::x86_64::{PageAttributes, X86_64};
 use devpriv_pte::{
-    DeviceAccess, DeviceIndex, Entry, Level, MigrationAccess, Pfn, PteFormat, SoftwareEntry,
-    SoftwareKind, SwapType,
+    DeviceAccess, DeviceIndex, Entry, EntryClass, Level, MigrationAccess, Pfn, Profile, PteFormat,
+    SoftwareEntry, SoftwareKind, SwapType,
 };
+use x86_64::structures::paging::PageTableFlags;
+use x86_64::structures::paging::page_table::PageTableEntry;
 
 const COUNT: usize = 1 << 20;
-
-const NOT_A_LEAF: (Pfn, PageAttributes) = (Pfn::new(0), PageAttributes::from_bits(0));
 
 /// Marsaglia's xorshift64: deterministic, dependency-free.
 struct XorShift(u64);
@@ -67,6 +75,7 @@ fn software(rng: &mut XorShift) -> u64 {
     X86_64::encode(&Entry::Software(SoftwareEntry::new(kind)), Level::L1).unwrap()
 }
 
+/// The random mix.
 fn raw_entries() -> Vec<u64> {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     (0..COUNT)
@@ -78,67 +87,160 @@ fn raw_entries() -> Vec<u64> {
         .collect()
 }
 
-fn devpriv_checksum(raws: &[u64]) -> u64 {
+/// The same mix in runs of 64 entries of one kind.
+fn clustered_entries() -> Vec<u64> {
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut raws = Vec::with_capacity(COUNT);
+    while raws.len() < COUNT {
+        let kind = rng.next() & 15;
+        for _ in 0..64 {
+            raws.push(match kind {
+                0 => 0,
+                1 | 2 => software(&mut rng),
+                _ => rng.next() | 1,
+            });
+        }
+    }
+    raws
+}
+
+/// Present leaves only.
+fn present_entries() -> Vec<u64> {
+    let mut rng = XorShift(0x5851_f42d_4c95_7f2d);
+    (0..COUNT).map(|_| rng.next() | 1).collect()
+}
+
+fn devpriv_classify_checksum(raws: &[u64]) -> u64 {
     let mut sum = 0u64;
     for &raw in raws {
-        sum = sum.wrapping_add(match X86_64::decode(raw, Level::L1) {
-            Ok(Entry::Leaf { pfn, attrs, .. }) => pfn.number().wrapping_add(attrs.into_bits()),
-            Ok(Entry::Software(sw)) => sw.kind.type_number() as u64,
-            Ok(_) => 0,
-            Err(_) => 1,
+        let c = X86_64::classify(raw, Level::L1, &Profile::DEVPRIV);
+        sum = sum.wrapping_add(match c.class {
+            EntryClass::Leaf => c.number.wrapping_add(c.bits),
+            EntryClass::Software => c.number,
+            EntryClass::Absent => 0,
+            _ => 1,
         });
     }
     sum
 }
 
-fn bench(c: &mut Criterion) {
-    let raws = raw_entries();
-    let entries: Vec<_> = raws.iter().map(|&r| page_table_entry(r)).collect();
-    let mut group = c.benchmark_group("pte: decode 1Mi random x86_64 entries");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
-    group.bench_function("devpriv", |b| {
-        b.iter(|| black_box(devpriv_checksum(black_box(&raws))))
-    });
-    group.bench_function("x86_64-crate", |b| {
-        b.iter(|| {
-            let mut sum = 0u64;
-            for e in black_box(&entries) {
-                sum = sum.wrapping_add(e.flags().bits().wrapping_add(e.addr().as_u64()));
-            }
-            black_box(sum)
-        })
-    });
-    group.finish();
+fn devpriv_decode_checksum(raws: &[u64], profile: &Profile) -> u64 {
+    let mut sum = 0u64;
+    for &raw in raws {
+        sum = sum.wrapping_add(match X86_64::decode_in(raw, Level::L1, profile) {
+            Ok(Entry::Leaf { pfn, attrs, .. }) => pfn.number().wrapping_add(attrs.into_bits()),
+            Ok(Entry::Software(_)) => raw >> 59,
+            Ok(Entry::Absent) => 0,
+            Ok(_) | Err(_) => 1,
+        });
+    }
+    sum
+}
 
-    let mut group = c.benchmark_group("pte: leaf fast path 1Mi random x86_64 entries");
+fn peer_checksum(entries: &[PageTableEntry]) -> u64 {
+    let mut sum = 0u64;
+    for e in entries {
+        let flags = e.flags();
+        sum = sum.wrapping_add(if e.is_unused() {
+            0
+        } else if flags.contains(PageTableFlags::PRESENT) {
+            (e.addr().as_u64() >> 12).wrapping_add(flags.bits())
+        } else {
+            flags.bits() >> 59
+        });
+    }
+    sum
+}
+
+/// The peer's per-entry loop building the bitmaps `classify_table` gives.
+fn peer_table_bitmaps(table: &[PageTableEntry]) -> [[u64; 8]; 3] {
+    let mut maps = [[0u64; 8]; 3];
+    for (i, e) in table.iter().enumerate() {
+        let class = if e.is_unused() {
+            0
+        } else if e.flags().contains(PageTableFlags::PRESENT) {
+            1
+        } else {
+            2
+        };
+        maps[class][i / 64] |= 1 << (i % 64);
+    }
+    maps
+}
+
+fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    group.bench_function("devpriv", |b| {
+    group
+}
+
+fn bench(c: &mut Criterion) {
+    for (mix, raws) in [
+        ("random", raw_entries()),
+        ("clustered", clustered_entries()),
+        ("all-present", present_entries()),
+    ] {
+        let entries: Vec<_> = raws.iter().map(|&r| page_table_entry(r)).collect();
+        assert_eq!(
+            devpriv_classify_checksum(&raws),
+            devpriv_decode_checksum(&raws, &Profile::DEVPRIV),
+            "classify and decode agree"
+        );
+        let mut g = group(c, &format!("pte: classify 1Mi {mix} x86_64 entries"));
+        g.bench_function("devpriv", |b| {
+            b.iter(|| black_box(devpriv_classify_checksum(black_box(&raws))))
+        });
+        g.bench_function("x86_64-crate", |b| {
+            b.iter(|| black_box(peer_checksum(black_box(&entries))))
+        });
+        g.finish();
+        let mut g = group(c, &format!("pte: decode 1Mi {mix} x86_64 entries"));
+        g.bench_function("devpriv", |b| {
+            b.iter(|| black_box(devpriv_decode_checksum(black_box(&raws), &Profile::DEVPRIV)))
+        });
+        g.bench_function("x86_64-crate", |b| {
+            b.iter(|| black_box(peer_checksum(black_box(&entries))))
+        });
+        g.finish();
+    }
+
+    let raws = raw_entries();
+    let mut g = group(
+        c,
+        "pte: decode under a constant profile, 1Mi random entries",
+    );
+    g.bench_function("devpriv", |b| {
+        b.iter(|| black_box(devpriv_decode_checksum(black_box(&raws), &Profile::DEVPRIV)))
+    });
+    g.bench_function("devpriv-linux-profile", |b| {
         b.iter(|| {
-            let mut sum = 0u64;
-            for &raw in black_box(&raws) {
-                // `unwrap_or` rather than `if let`: LLVM then selects instead of branching.
-                let (pfn, attrs) = X86_64::leaf(raw, Level::L1).unwrap_or(NOT_A_LEAF);
-                sum = sum.wrapping_add(pfn.number().wrapping_add(attrs.into_bits()));
-            }
-            black_box(sum)
+            black_box(devpriv_decode_checksum(
+                black_box(&raws),
+                &Profile::LINUX_X86_64_4LEVEL,
+            ))
         })
     });
-    group.bench_function("x86_64-crate", |b| {
+    g.finish();
+
+    let table = &raws[..512];
+    let entries: Vec<_> = table.iter().map(|&r| page_table_entry(r)).collect();
+    let mut g = group(c, "pte: classify a 512-entry table (random mix)");
+    g.bench_function("devpriv", |b| {
         b.iter(|| {
-            let mut sum = 0u64;
-            for e in black_box(&entries) {
-                sum = sum.wrapping_add(e.flags().bits().wrapping_add(e.addr().as_u64()));
-            }
-            black_box(sum)
+            black_box(X86_64::classify_table(
+                black_box(table),
+                Level::L1,
+                &Profile::DEVPRIV,
+            ))
         })
     });
-    group.finish();
+    g.bench_function("x86_64-crate", |b| {
+        b.iter(|| black_box(peer_table_bitmaps(black_box(&entries))))
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

@@ -41,6 +41,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod arch;
+pub mod classify;
 pub mod entry;
 pub mod error;
 pub mod format;
@@ -49,6 +50,7 @@ pub mod level;
 pub mod profile;
 pub mod software;
 
+pub use classify::{Classified, EntryClass, TableClasses};
 pub use entry::Entry;
 pub use error::{DecodeError, EncodeError};
 pub use format::{

@@ -363,6 +363,31 @@ pub struct Profile {
     types: TypeNumbering,
     pat: AttributeTable,
     mair: AttributeTable,
+    /// Per type number, the offset bits its kind defines (derived from the width and the
+    /// numbering, kept so that validating an entry is one load).
+    offset_masks: [u64; 32],
+}
+
+/// The offset bits each type number's kind defines under `types` with frame numbers of
+/// `number_bits` bits.
+const fn offset_masks(types: &TypeNumbering, number_bits: u32) -> [u64; 32] {
+    let number = (1u64 << number_bits) - 1;
+    let mut masks = [0; 32];
+    let mut t = 0;
+    while t < 32 {
+        masks[t] = match types.meaning(t as u8) {
+            TypeMeaning::Swap => (1 << crate::software::OFFSET_BITS) - 1,
+            TypeMeaning::Migration(_) | TypeMeaning::DeviceMigration(_) => {
+                number | 3 << number_bits
+            }
+            TypeMeaning::HwPoison
+            | TypeMeaning::DevicePrivate(_)
+            | TypeMeaning::DeviceExclusive => number,
+            TypeMeaning::Marker => 0b111,
+        };
+        t += 1;
+    }
+    masks
 }
 
 /// The lowest physical-address width a profile accepts.
@@ -381,6 +406,7 @@ impl Profile {
         types: TypeNumbering::DEVPRIV,
         pat: AttributeTable::from_pat_msr(LINUX_PAT_MSR_VALUE),
         mair: AttributeTable::from_mair(crate::arch::aarch64::MAIR_VALUE),
+        offset_masks: offset_masks(&TypeNumbering::DEVPRIV, 40),
     };
 
     /// A mainline Linux x86_64 guest with 4-level paging (`MAX_PHYSMEM_BITS` 46), every
@@ -417,6 +443,7 @@ impl Profile {
             types: TypeNumbering::MAINLINE,
             pat: AttributeTable::from_pat_msr(LINUX_PAT_MSR_VALUE),
             mair: AttributeTable::from_mair(LINUX_MAIR_VALUE),
+            offset_masks: offset_masks(&TypeNumbering::MAINLINE, physical_address_bits - 12),
         }
     }
 
@@ -442,12 +469,14 @@ impl Profile {
             return Err(ProfileError::PhysicalAddressBits(bits));
         }
         self.physical_address_bits = bits;
+        self.offset_masks = offset_masks(&self.types, bits - 12);
         Ok(self)
     }
 
     /// This profile with another type numbering.
     pub const fn with_types(mut self, types: TypeNumbering) -> Self {
         self.types = types;
+        self.offset_masks = offset_masks(&types, self.number_bits());
         self
     }
 
@@ -480,6 +509,13 @@ impl Profile {
     #[inline]
     pub const fn migration_young_bit(&self) -> u32 {
         self.number_bits()
+    }
+
+    /// The offset bits the kind of type number `number` (its low five bits) defines: a
+    /// software entry whose offset has any other bit set does not decode.
+    #[inline]
+    pub const fn offset_mask(&self, number: u8) -> u64 {
+        self.offset_masks[(number & 31) as usize]
     }
 
     /// The type numbering.

@@ -33,6 +33,7 @@ pub use hardware::{
 use hardware::{LEAF_RESERVED, RESERVED_1G, RESERVED_2M, TABLE_RESERVED};
 
 use crate::Entry;
+use crate::classify::{Classified, EntryClass, TableClasses};
 use crate::error::{DecodeError, EncodeError};
 use crate::format::{Arch, Geometry, PteFormat};
 use crate::frame::Pfn;
@@ -257,5 +258,47 @@ impl PteFormat for Aarch64 {
             Level::L2 | Level::L3 => raw & 1 != 0,
             Level::L5 => false,
         }
+    }
+}
+
+impl Aarch64 {
+    /// Classifies `raw` at `level` under `profile` without building the typed
+    /// [`Entry`] for the caller: the class [`PteFormat::decode_in`] gives, the frame or
+    /// type number and the attribute bits (see [`Classified`]).
+    #[inline]
+    pub fn classify(raw: u64, level: Level, profile: &Profile) -> Classified {
+        match Self::decode_in(raw, level, profile) {
+            Ok(Entry::Absent) => Classified::ABSENT,
+            Ok(Entry::Table { next, attrs }) => Classified {
+                class: EntryClass::Table,
+                number: next.number(),
+                bits: attrs.into_bits(),
+            },
+            Ok(Entry::Leaf { pfn, attrs, .. }) => Classified {
+                class: EntryClass::Leaf,
+                number: pfn.number(),
+                bits: attrs.into_bits(),
+            },
+            Ok(Entry::ProtNone { pfn, attrs, .. }) => Classified {
+                class: EntryClass::ProtNone,
+                number: pfn.number(),
+                bits: attrs.into_bits(),
+            },
+            Ok(Entry::Software(_)) => Classified {
+                class: EntryClass::Software,
+                number: raw >> software::TYPE_SHIFT & 31,
+                bits: raw,
+            },
+            Err(_) => Classified::INVALID,
+        }
+    }
+
+    /// Classifies every entry of `table` (at most 512) into one bitmap per class.
+    pub fn classify_table(table: &[u64], level: Level, profile: &Profile) -> TableClasses {
+        let mut classes = TableClasses::EMPTY;
+        for (i, &raw) in table.iter().take(512).enumerate() {
+            classes.set(i, Self::classify(raw, level, profile).class);
+        }
+        classes
     }
 }
