@@ -88,42 +88,96 @@ pub struct DevicePagemap<'a> {
     fail_large: AtomicU32,
 }
 
+/// The first `pages` records of `metadata`, or why a pagemap of `pages` pages cannot
+/// have it.
+const fn checked_metadata(pages: u64, metadata: &[PageMeta]) -> Result<&[PageMeta], RegisterError> {
+    if pages == 0 {
+        return Err(RegisterError::ZeroPages);
+    }
+    if pages > MAX_PAGEMAP_PAGES {
+        return Err(RegisterError::TooManyPages {
+            pages,
+            max: MAX_PAGEMAP_PAGES,
+        });
+    }
+    if (metadata.len() as u64) < pages {
+        return Err(RegisterError::MetadataTooSmall {
+            needed: pages,
+            given: metadata.len() as u64,
+        });
+    }
+    Ok(metadata.split_at(pages as usize).0)
+}
+
+/// A new, unregistered pagemap value (one literal for the `const` and the loom `new`).
+macro_rules! pagemap_value {
+    ($meta:expr, $pages:expr, $owner:expr, $ops:expr) => {
+        Self {
+            meta: $meta,
+            pages: $pages,
+            chunked_pages: $pages & !(CHUNK_PAGES - 1),
+            owner: $owner,
+            ops: $ops,
+            driver_words: None,
+            alloc: Mutex::new(AllocState::new($pages)),
+            registration: AtomicU64::new(0),
+            fail_small: AtomicU32::new(0),
+            fail_large: AtomicU32::new(0),
+        }
+    };
+}
+
 impl<'a> DevicePagemap<'a> {
     /// A pagemap of `pages` 4 KiB pages owned by `owner`, driven by `ops`, with
-    /// `metadata` (at least `pages` records, all zero) as its page metadata. O(1).
+    /// `metadata` (at least `pages` records, all zero) as its page metadata. O(1), and
+    /// `const`, so that a kernel can keep a pagemap in a `static`:
+    ///
+    /// ```
+    /// use devpriv_pagemap::{DevicePagemap, DevicePrivateSpace, Folio, Owner, PageMeta, PagemapOps};
+    /// use devpriv_pte::PageSize;
+    ///
+    /// struct Driver;
+    /// impl PagemapOps for Driver {
+    ///     fn folio_free(&self, _folio: Folio<'_>) {}
+    /// }
+    ///
+    /// static DRIVER: Driver = Driver;
+    /// static METADATA: [PageMeta; 1024] = [const { PageMeta::new() }; 1024];
+    /// static VRAM: DevicePagemap<'static> =
+    ///     match DevicePagemap::new(1024, Owner::new(1), &DRIVER, &METADATA) {
+    ///         Ok(pagemap) => pagemap,
+    ///         Err(_) => panic!("the sizes above are valid"),
+    ///     };
+    /// static SPACE: DevicePrivateSpace<'static> = DevicePrivateSpace::new();
+    ///
+    /// SPACE.register(&VRAM).unwrap();
+    /// let folio = VRAM.alloc(PageSize::Size2MiB).unwrap();
+    /// assert_eq!(folio.size(), PageSize::Size2MiB);
+    /// ```
+    #[cfg(not(loom))]
+    pub const fn new(
+        pages: u64,
+        owner: Owner,
+        ops: &'a dyn PagemapOps,
+        metadata: &'a [PageMeta],
+    ) -> Result<Self, RegisterError> {
+        match checked_metadata(pages, metadata) {
+            Ok(meta) => Ok(pagemap_value!(meta, pages, owner, ops)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A pagemap (loom models: the atomics and the lock are loom's, which are not
+    /// `const`).
+    #[cfg(loom)]
     pub fn new(
         pages: u64,
         owner: Owner,
         ops: &'a dyn PagemapOps,
         metadata: &'a [PageMeta],
     ) -> Result<Self, RegisterError> {
-        if pages == 0 {
-            return Err(RegisterError::ZeroPages);
-        }
-        if pages > MAX_PAGEMAP_PAGES {
-            return Err(RegisterError::TooManyPages {
-                pages,
-                max: MAX_PAGEMAP_PAGES,
-            });
-        }
-        if (metadata.len() as u64) < pages {
-            return Err(RegisterError::MetadataTooSmall {
-                needed: pages,
-                given: metadata.len() as u64,
-            });
-        }
-        Ok(Self {
-            meta: &metadata[..pages as usize],
-            pages,
-            chunked_pages: pages & !(CHUNK_PAGES - 1),
-            owner,
-            ops,
-            driver_words: None,
-            alloc: Mutex::new(AllocState::new(pages)),
-            registration: AtomicU64::new(0),
-            fail_small: AtomicU32::new(0),
-            fail_large: AtomicU32::new(0),
-        })
+        let meta = checked_metadata(pages, metadata)?;
+        Ok(pagemap_value!(meta, pages, owner, ops))
     }
 
     /// Whether this pagemap's metadata or driver words share memory with `other`'s.
@@ -142,14 +196,17 @@ impl<'a> DevicePagemap<'a> {
 
     /// Adds a driver-private word per page (at least `pages` words), read and written
     /// by the driver through [`Page::driver_word`]. Pagemaps without one pay nothing.
-    pub fn with_driver_words(mut self, words: &'a [DriverWord]) -> Result<Self, RegisterError> {
+    pub const fn with_driver_words(
+        mut self,
+        words: &'a [DriverWord],
+    ) -> Result<Self, RegisterError> {
         if (words.len() as u64) < self.pages {
             return Err(RegisterError::DriverWordsTooSmall {
                 needed: self.pages,
                 given: words.len() as u64,
             });
         }
-        self.driver_words = Some(&words[..self.pages as usize]);
+        self.driver_words = Some(words.split_at(self.pages as usize).0);
         Ok(self)
     }
 
