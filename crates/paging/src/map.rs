@@ -55,7 +55,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// Returns `None`, having changed nothing, when `va` is not an aligned, translatable
     /// address whose level-1 table exists, or the leaf does not encode: the general
     /// path handles those and reports the errors.
-    #[inline]
+    #[inline(always)]
     fn map_page_in_place(
         &mut self,
         va: u64,
