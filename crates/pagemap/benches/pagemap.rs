@@ -7,16 +7,30 @@
 //!   `folio_free` called through `dyn`); the peer is used through `&mut`, unlocked.
 //!   For 4 KiB, `devpriv-page-cache` is the same work through a `PageCache`.
 //! - "pagemap: index->page lookup": one `DevicePrivateSpace::lookup` over 4 pagemaps.
-//! - "pagemap: register 1GiB" / "register 1TiB": `DevicePagemap::new` + `register` +
-//!   `unregister` over caller-supplied zeroed metadata (for 1 TiB, 4 GiB of lazily
-//!   zero-filled memory that registration never touches); the 1 GiB peer
-//!   `linux-style-struct-page` initialises a 64-byte record per page, as
-//!   `memremap_pages` does. (A 1 TiB Linux-style baseline would need 16 GiB.)
+//! - "pagemap: register 1GiB" / "register 1TiB": where the work of bringing device
+//!   memory up goes. `devpriv` is `DevicePagemap::new` + `register` + `unregister` over
+//!   zeroed metadata the caller already has (O(1): registration touches no page's
+//!   metadata). Beside it, what providing that zeroed metadata costs:
+//!   `devpriv-memset-metadata` zeroes the 16-byte records up front (memory allocated
+//!   and written once before timing) and then registers; `devpriv-calloc-metadata`
+//!   allocates them with `alloc_zeroed` (the host's calloc: for large sizes fresh pages
+//!   from `mmap` that nothing writes, so the zeroing happens later, a page fault per
+//!   4 KiB of metadata, i.e. per 1 MiB of device memory, the first time the allocator
+//!   touches it), registers and frees them. The peer `linux-style-struct-page`
+//!   initialises a 64-byte record per page, as `memremap_pages` does, in memory
+//!   allocated and written once before timing. For 1 TiB the up-front work does not fit
+//!   this bench (4 GiB of metadata, 16 GiB of 64-byte records): the `-extrapolated`
+//!   functions do it for 1 GiB of memory (a quarter of the metadata, a sixteenth of the
+//!   records; either is far beyond the caches, so it runs at memory speed) and report
+//!   the time scaled up linearly (x4, x16).
 //! - "pagemap: 1-thread alloc/free" and "2-thread alloc/free": one alloc+free pair of a
 //!   4 KiB folio per iteration and thread, all threads on one pagemap. `devpriv` gives
 //!   each thread a `PageCache` (Linux's per-CPU lists); `devpriv-no-cache` calls the
 //!   pagemap directly (one shared lock); the peer is the frame allocator behind a
-//!   `spin::Mutex`, the usual way to share it.
+//!   `spin::Mutex`, the usual way to share it. Both allocators start in a steady state:
+//!   one 4 KiB frame stays allocated throughout, so the peer's free lists hold split
+//!   blocks (without it, every pair would split a merged 1 GiB block 18 times and merge
+//!   it back) and devpriv's chunk stays split.
 
 use std::hint::black_box;
 use std::sync::Barrier;
@@ -159,56 +173,121 @@ struct LinuxStylePage {
     memcg: u64,
 }
 
-fn register(c: &mut Criterion, pages: usize, name: &str, with_peer: bool) {
+/// Registers (and unregisters) a pagemap of `pages` pages over `meta` in a fresh space.
+fn register_once(pages: usize, meta: &[PageMeta]) {
+    let space = DevicePrivateSpace::new();
+    let pm = DevicePagemap::new(pages as u64, Owner::new(1), &NoDriver, meta).unwrap();
+    let id = space.register(black_box(&pm)).unwrap();
+    black_box(space.lookup(id.base()).unwrap().number());
+    space.unregister(id).unwrap();
+}
+
+/// Initialises `records` as `memremap_pages` initialises `struct page`s.
+fn linux_style_init(records: &mut [LinuxStylePage]) {
+    let pgmap = black_box(records.as_ptr() as u64);
+    for (pfn, p) in records.iter_mut().enumerate() {
+        *p = LinuxStylePage {
+            flags: 1 << 10 | (pfn as u64 & 0x3f) << 56,
+            pgmap,
+            zone_device_data: 0,
+            mapping: 0,
+            index: pfn as u64,
+            private: 0,
+            mapcount_refcount: 1 << 32 | u32::MAX as u64,
+            memcg: 0,
+        };
+    }
+    black_box(records);
+}
+
+/// `alloc_zeroed` metadata for `pages` pages, register over it, free it.
+fn calloc_and_register(pages: usize) {
     let layout = std::alloc::Layout::array::<PageMeta>(pages).unwrap();
-    // SAFETY: non-zero size. Zeroed pages are supplied lazily by the host OS.
+    // SAFETY: non-zero size.
     let raw = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<PageMeta>();
     assert!(!raw.is_null());
     // SAFETY: a fresh zeroed allocation of `pages` records, used only through this slice
-    // and freed after the last use below.
+    // and freed after its last use below.
     let meta = unsafe { PageMeta::slice_from_zeroed_raw(raw, pages) };
-    let mut g = quick(c, name);
-    g.bench_function("devpriv", |b| {
-        b.iter(|| {
-            let space = DevicePrivateSpace::new();
-            let pm = DevicePagemap::new(pages as u64, Owner::new(1), &NoDriver, meta).unwrap();
-            let id = space.register(black_box(&pm)).unwrap();
-            black_box(space.lookup(id.base()).unwrap().number());
-            space.unregister(id).unwrap();
-        })
-    });
-    if with_peer {
-        let mut records = vec![LinuxStylePage::default(); pages];
-        g.bench_function("linux-style-struct-page", |b| {
-            b.iter(|| {
-                let pgmap = black_box(&records as *const _ as u64);
-                for (pfn, p) in records.iter_mut().enumerate() {
-                    *p = LinuxStylePage {
-                        flags: 1 << 10 | (pfn as u64 & 0x3f) << 56,
-                        pgmap,
-                        zone_device_data: 0,
-                        mapping: 0,
-                        index: pfn as u64,
-                        private: 0,
-                        mapcount_refcount: 1 << 32 | u32::MAX as u64,
-                        memcg: 0,
-                    };
-                }
-                black_box(&mut records);
-            })
-        });
-    }
-    g.finish();
+    register_once(pages, meta);
     // SAFETY: allocated above with this layout; `meta` is no longer used.
     unsafe { std::alloc::dealloc(raw.cast(), layout) };
 }
 
+/// Times `work` `iters` times and scales the time by `scale` (the `-extrapolated`
+/// functions: the work is `1 / scale` of the row's size).
+fn scaled(iters: u64, scale: u32, mut work: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        work();
+    }
+    start.elapsed() * scale
+}
+
 fn register_1gib(c: &mut Criterion) {
-    register(c, 1 << 18, "pagemap: register 1GiB", true);
+    const PAGES: usize = 1 << 18;
+    let mut g = quick(c, "pagemap: register 1GiB");
+    let mut meta = metadata(PAGES);
+    g.bench_function("devpriv", |b| b.iter(|| register_once(PAGES, &meta)));
+    g.bench_function("devpriv-memset-metadata", |b| {
+        b.iter(|| {
+            meta.fill_with(PageMeta::new);
+            register_once(PAGES, black_box(&meta));
+        })
+    });
+    g.bench_function("devpriv-calloc-metadata", |b| {
+        b.iter(|| calloc_and_register(PAGES))
+    });
+    let mut records = vec![LinuxStylePage::default(); PAGES];
+    g.bench_function("linux-style-struct-page", |b| {
+        b.iter(|| linux_style_init(&mut records))
+    });
+    g.finish();
 }
 
 fn register_1tib(c: &mut Criterion) {
-    register(c, 1 << 28, "pagemap: register 1TiB", false);
+    const PAGES: usize = 1 << 28;
+    // 1 GiB of memory for each extrapolated function.
+    const META_SCALE: u32 = 4;
+    const LINUX_SCALE: u32 = 16;
+    let mut g = quick(c, "pagemap: register 1TiB");
+    {
+        // 4 GiB of lazily zero-filled memory that registration never touches.
+        let layout = std::alloc::Layout::array::<PageMeta>(PAGES).unwrap();
+        // SAFETY: non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<PageMeta>();
+        assert!(!raw.is_null());
+        // SAFETY: a fresh zeroed allocation of `PAGES` records, used only through this
+        // slice and freed after its last use below.
+        let meta = unsafe { PageMeta::slice_from_zeroed_raw(raw, PAGES) };
+        g.bench_function("devpriv", |b| b.iter(|| register_once(PAGES, meta)));
+        // SAFETY: allocated above with this layout; `meta` is no longer used.
+        unsafe { std::alloc::dealloc(raw.cast(), layout) };
+    }
+    g.bench_function("devpriv-calloc-metadata", |b| {
+        b.iter(|| calloc_and_register(PAGES))
+    });
+    // The long ones: a few iterations per sample.
+    g.sampling_mode(criterion::SamplingMode::Flat);
+    {
+        let part = PAGES / META_SCALE as usize;
+        let mut meta = metadata(part);
+        g.bench_function("devpriv-memset-metadata-extrapolated", |b| {
+            b.iter_custom(|iters| {
+                scaled(iters, META_SCALE, || {
+                    meta.fill_with(PageMeta::new);
+                    black_box(&meta);
+                }) + scaled(iters, 1, || register_once(part, &meta))
+            })
+        });
+    }
+    {
+        let mut records = vec![LinuxStylePage::default(); PAGES / LINUX_SCALE as usize];
+        g.bench_function("linux-style-struct-page-extrapolated", |b| {
+            b.iter_custom(|iters| scaled(iters, LINUX_SCALE, || linux_style_init(&mut records)))
+        });
+    }
+    g.finish();
 }
 
 /// Runs `work(iters)` on `threads` threads at once and returns the wall time.
@@ -234,7 +313,11 @@ fn threads(c: &mut Criterion, n: usize, name: &str) {
     let pm = DevicePagemap::new(FRAMES as u64, Owner::new(1), &NoDriver, &meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
-    let fa = spin::Mutex::new(buddy());
+    // The steady state: one frame stays allocated on each side (see the module docs).
+    let pinned = pm.alloc(PageSize::Size4KiB).unwrap();
+    let mut buddy = buddy();
+    let buddy_pinned = buddy.alloc(1).unwrap();
+    let fa = spin::Mutex::new(buddy);
     let mut g = quick(c, name);
     g.bench_function("devpriv", |b| {
         b.iter_custom(|iters| {
@@ -267,6 +350,8 @@ fn threads(c: &mut Criterion, n: usize, name: &str) {
         })
     });
     g.finish();
+    drop(pinned);
+    fa.lock().dealloc(buddy_pinned, 1);
 }
 
 fn one_thread(c: &mut Criterion) {
