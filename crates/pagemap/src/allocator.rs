@@ -68,7 +68,9 @@ impl Header {
     }
 }
 
-/// Free-page bookkeeping of a chunk whose fields are not in metadata (the tail).
+/// Free-page bookkeeping of a chunk whose fields are kept in [`AllocState`] rather than
+/// in metadata: the tail always, the hot chunk while it is hot (unpacked, so that the
+/// fast paths do no shifting and masking).
 #[derive(Clone, Copy, Debug)]
 struct TailChunk {
     free: u64,
@@ -95,12 +97,12 @@ pub(crate) struct AllocState {
     /// Pages in allocated folios.
     pub(crate) allocated: u64,
     tail: TailChunk,
-    /// The chunk 4 KiB pages were last allocated from, + 1 (0: none). Its header lives
-    /// in `hot_header` (the copy in metadata may lag) so that a run of allocations and
-    /// frees in one chunk does not write the chunk's first page, whose folio half other
-    /// CPUs may be changing, every time.
+    /// The chunk 4 KiB pages were last allocated from, + 1 (0: none); always a split
+    /// chunk. Its header's fields live in `hot_fields` (the copy in metadata may lag) so
+    /// that a run of allocations and frees in one chunk does not write the chunk's first
+    /// page, whose folio half other CPUs may be changing, every time.
     hot: u64,
-    hot_header: Header,
+    hot_fields: TailChunk,
 }
 
 impl AllocState {
@@ -121,7 +123,11 @@ impl AllocState {
                 head: 0,
             },
             hot: 0,
-            hot_header: Header(0),
+            hot_fields: TailChunk {
+                free: 0,
+                bump: 0,
+                head: 0,
+            },
         }
     }
 
@@ -247,12 +253,11 @@ impl AllocState {
         if self.hot == chunk + 1 {
             // Into the hot chunk, which stays partly used and stays listed: the common
             // case.
-            let h = self.hot_header;
-            let free = h.free() + 1;
-            if free != 1 && free != CHUNK_PAGES {
-                meta[page as usize].rmap.store(h.head(), Ordering::Relaxed);
-                let offset = page & (CHUNK_PAGES - 1);
-                self.hot_header = Header::new(SPLIT, free, h.bump(), offset + 1);
+            let h = &mut self.hot_fields;
+            if h.free != 0 && h.free != CHUNK_PAGES - 1 {
+                meta[page as usize].rmap.store(h.head, Ordering::Relaxed);
+                h.head = (page & (CHUNK_PAGES - 1)) + 1;
+                h.free += 1;
                 return;
             }
         }
@@ -340,19 +345,19 @@ impl AllocState {
     #[inline]
     fn take_hot(&mut self, meta: &[PageMeta]) -> u64 {
         let chunk = self.hot - 1;
-        let h = self.hot_header;
-        debug_assert!(h.state() == SPLIT && h.free() > 0);
         let base = chunk * CHUNK_PAGES;
-        let (offset, next_head, bump) = if h.head() != 0 {
-            let offset = h.head() - 1;
-            let next = meta[(base + offset) as usize].rmap.load(Ordering::Relaxed);
-            (offset, next, h.bump())
+        let h = &mut self.hot_fields;
+        debug_assert!(h.free > 0);
+        let offset = if h.head != 0 {
+            let offset = h.head - 1;
+            h.head = meta[(base + offset) as usize].rmap.load(Ordering::Relaxed);
+            offset
         } else {
-            (h.bump(), 0, h.bump() + 1)
+            h.bump += 1;
+            h.bump - 1
         };
-        let free = h.free() - 1;
-        self.hot_header = Header::new(SPLIT, free, bump, next_head);
-        if free == 0 {
+        h.free -= 1;
+        if h.free == 0 {
             self.partial_remove(meta, chunk);
         }
         base + offset
@@ -376,7 +381,8 @@ impl AllocState {
     #[inline]
     fn header(&self, meta: &[PageMeta], chunk: u64) -> Header {
         if self.hot == chunk + 1 {
-            self.hot_header
+            let h = self.hot_fields;
+            Header::new(SPLIT, h.free, h.bump, h.head)
         } else {
             read_header(meta, chunk)
         }
@@ -386,7 +392,13 @@ impl AllocState {
     #[inline]
     fn set_header(&mut self, meta: &[PageMeta], chunk: u64, new: Header) {
         if self.hot == chunk + 1 {
-            self.hot_header = new;
+            // The hot chunk is a split one.
+            debug_assert_eq!(new.state(), SPLIT);
+            self.hot_fields = TailChunk {
+                free: new.free(),
+                bump: new.bump(),
+                head: new.head(),
+            };
         } else {
             write_header(meta, chunk, new);
         }
@@ -397,10 +409,21 @@ impl AllocState {
     fn make_hot(&mut self, meta: &[PageMeta], chunk: u64) {
         if self.hot != chunk + 1 {
             if self.hot != 0 {
-                write_header(meta, self.hot - 1, self.hot_header);
+                let h = self.hot_fields;
+                write_header(
+                    meta,
+                    self.hot - 1,
+                    Header::new(SPLIT, h.free, h.bump, h.head),
+                );
             }
             self.hot = chunk + 1;
-            self.hot_header = read_header(meta, chunk);
+            let h = read_header(meta, chunk);
+            debug_assert_eq!(h.state(), SPLIT);
+            self.hot_fields = TailChunk {
+                free: h.free(),
+                bump: h.bump(),
+                head: h.head(),
+            };
         }
     }
 
