@@ -110,6 +110,7 @@ fn present_entries() -> Vec<u64> {
     (0..COUNT).map(|_| rng.next() | 1).collect()
 }
 
+#[inline(never)]
 fn devpriv_classify_checksum(raws: &[u64]) -> u64 {
     let mut sum = 0u64;
     for &raw in raws {
@@ -124,6 +125,7 @@ fn devpriv_classify_checksum(raws: &[u64]) -> u64 {
     sum
 }
 
+#[inline(never)]
 fn devpriv_decode_checksum(raws: &[u64], profile: &Profile) -> u64 {
     let mut sum = 0u64;
     for &raw in raws {
@@ -137,6 +139,7 @@ fn devpriv_decode_checksum(raws: &[u64], profile: &Profile) -> u64 {
     sum
 }
 
+#[inline(never)]
 fn peer_checksum(entries: &[PageTableEntry]) -> u64 {
     let mut sum = 0u64;
     for e in entries {
