@@ -399,42 +399,32 @@ impl SoftwareKind {
         if offset > OFFSET_MASK {
             return Err(OffsetError::TooWide(offset & !OFFSET_MASK));
         }
-        let number_mask = (1u64 << profile.number_bits()) - 1;
+        // One load validates every kind: the bits its type does not define.
+        let reserved = offset & !profile.offset_mask(type_code);
+        if reserved != 0 {
+            return Err(OffsetError::Reserved(reserved));
+        }
+        let number = offset & ((1u64 << profile.number_bits()) - 1);
         let young_bit = profile.migration_young_bit();
-        let number = offset & number_mask;
         let young = offset >> young_bit & 1 != 0;
         let dirty = offset >> (young_bit + 1) & 1 != 0;
-        let above_number = offset & !number_mask;
-        let above_young_dirty = offset & !(number_mask | 3 << young_bit);
-        let kind = match profile.types().meaning(type_code) {
-            TypeMeaning::Swap => {
-                return Ok(Self::Swap {
-                    swap_type: SwapType(type_code & 31),
-                    offset,
-                });
-            }
-            TypeMeaning::Migration(access) => {
-                if above_young_dirty != 0 {
-                    return Err(OffsetError::Reserved(above_young_dirty));
-                }
-                return Ok(Self::Migration {
-                    access,
-                    pfn: Pfn::new(number),
-                    young,
-                    dirty,
-                });
-            }
-            TypeMeaning::DeviceMigration(access) => {
-                if above_young_dirty != 0 {
-                    return Err(OffsetError::Reserved(above_young_dirty));
-                }
-                return Ok(Self::DeviceMigration {
-                    access,
-                    index: DeviceIndex::new(number),
-                    young,
-                    dirty,
-                });
-            }
+        Ok(match profile.types().meaning(type_code) {
+            TypeMeaning::Swap => Self::Swap {
+                swap_type: SwapType(type_code & 31),
+                offset,
+            },
+            TypeMeaning::Migration(access) => Self::Migration {
+                access,
+                pfn: Pfn::new(number),
+                young,
+                dirty,
+            },
+            TypeMeaning::DeviceMigration(access) => Self::DeviceMigration {
+                access,
+                index: DeviceIndex::new(number),
+                young,
+                dirty,
+            },
             TypeMeaning::HwPoison => Self::HwPoison {
                 pfn: Pfn::new(number),
             },
@@ -445,16 +435,11 @@ impl SoftwareKind {
             TypeMeaning::DeviceExclusive => Self::DeviceExclusive {
                 pfn: Pfn::new(number),
             },
-            TypeMeaning::Marker => {
-                return match Marker::from_bits(offset) {
-                    Some(m) => Ok(Self::Marker(m)),
-                    None => Err(OffsetError::Reserved(offset & !MARKER_MASK)),
-                };
-            }
-        };
-        if above_number != 0 {
-            return Err(OffsetError::Reserved(above_number));
-        }
-        Ok(kind)
+            TypeMeaning::Marker => Self::Marker(Marker {
+                uffd_wp: offset & 1 != 0,
+                poisoned: offset & 2 != 0,
+                guard: offset & 4 != 0,
+            }),
+        })
     }
 }
