@@ -43,7 +43,9 @@ impl BenchArgs {
     fn parse(args: &[String]) -> Result<Self, String> {
         let (own, criterion) = split_passthrough(args);
         let parsed = Args::parse(own, &[])?;
-        parsed.reject_unknown_switches(&["summary"])?;
+        parsed
+            .reject_unknown_switches(&["summary"])
+            .map_err(|e| format!("{e} (criterion options go after `--`)"))?;
         let summary = parsed.switch("summary");
         if summary && !(criterion.is_empty() && parsed.positional.is_empty()) {
             return Err(
@@ -288,6 +290,7 @@ mod tests {
     fn criterion_options_without_double_dash_are_refused() {
         let err = parse(&["--warm-up-time", "1"]).unwrap_err();
         assert!(err.contains("--warm-up-time"), "{err}");
+        assert!(err.contains("after `--`"), "{err}");
     }
 
     #[test]
