@@ -436,11 +436,14 @@ fn run(ops: Vec<Op>) {
     space.unregister(id).unwrap();
 }
 
+/// Longest operation sequence: Miri, which checks every step slowly, runs short ones.
+const MAX_OPS: usize = if cfg!(miri) { 12 } else { 200 };
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
-    fn allocator_matches_model(ops in proptest::collection::vec(op(), 1..200)) {
+    fn allocator_matches_model(ops in proptest::collection::vec(op(), 1..MAX_OPS)) {
         run(ops);
     }
 }
