@@ -39,6 +39,10 @@ const WHOLE: u32 = 0;
 const LARGE: u32 = 1;
 const SPLIT: u32 = 2;
 
+/// The allocator half of the first state word of a chunk that is one 2 MiB folio.
+pub(crate) const LARGE_CHUNK_HALF: u64 =
+    (Header::new(LARGE, 0, 0, 0).0 as u64) << word::CHUNK_SHIFT;
+
 /// The header of a chunk: the allocator half of its first page's state word.
 ///
 /// | bits   | field                                             |
@@ -136,11 +140,18 @@ impl AllocState {
         self.whole_chunks
     }
 
-    /// Allocates a 4 KiB page; returns its page number.
+    /// Allocates a 4 KiB page; returns its page number. `folio` gives the folio half's
+    /// bits besides `ALLOCATED` and the one reference (the lock, `POOLED`), given the
+    /// page number.
     #[inline]
-    pub(crate) fn alloc_small(&mut self, meta: &[PageMeta], locked: u64) -> Option<u64> {
+    pub(crate) fn alloc_small(
+        &mut self,
+        meta: &[PageMeta],
+        folio: impl FnOnce(&mut Self, u64) -> u64,
+    ) -> Option<u64> {
         let page = self.take_small(meta)?;
-        publish(&meta[page as usize], word::ALLOCATED | locked | 1);
+        let bits = folio(self, page);
+        publish(&meta[page as usize], word::ALLOCATED | bits | 1);
         Some(page)
     }
 
@@ -188,10 +199,17 @@ impl AllocState {
         Some(page)
     }
 
-    /// Allocates a 2 MiB folio; returns its head page number.
+    /// Allocates a 2 MiB folio; returns its head page number. `folio` gives the folio
+    /// half's bits besides `ALLOCATED`, `LARGE` and the one reference, given the chunk
+    /// number.
     #[inline]
-    pub(crate) fn alloc_large(&mut self, meta: &[PageMeta], locked: u64) -> Option<u64> {
+    pub(crate) fn alloc_large(
+        &mut self,
+        meta: &[PageMeta],
+        folio: impl FnOnce(&mut Self, u64) -> u64,
+    ) -> Option<u64> {
         let chunk = self.take_whole(meta)?;
+        let bits = folio(self, chunk);
         // A whole chunk is never the hot one, and its first word is all zero: a free
         // page (folio half 0) with the header of a whole chunk (0). Only the lock holder
         // writes a free page's word, so one plain store sets the header and publishes
@@ -204,7 +222,7 @@ impl AllocState {
             u64::from(Header::new(LARGE, 0, 0, 0).0) << word::CHUNK_SHIFT
                 | word::ALLOCATED
                 | word::LARGE
-                | locked
+                | bits
                 | 1,
             Ordering::Release,
         );

@@ -105,9 +105,21 @@ impl<'a> PageCache<'a> {
             self.drain_to(PAGE_CACHE_CAPACITY - BATCH);
         }
         let page = folio.head().number();
+        // A folio of the pagemap's stash leaves it for the cache (both count the page as
+        // allocated).
+        let pooled = if folio.is_pooled() {
+            self.pagemap.small_stash.forget(page, page);
+            word::POOLED
+        } else {
+            0
+        };
         // Allocated with no reference -> reserved. No one else writes the folio half at
         // reference count zero.
-        flip(self.pagemap, page, word::ALLOCATED | word::RESERVED);
+        flip(
+            self.pagemap,
+            page,
+            word::ALLOCATED | pooled | word::RESERVED,
+        );
         if self.len == 0 {
             self.base = folio.index().number() - page;
         }
@@ -137,11 +149,17 @@ impl<'a> PageCache<'a> {
             return Err(AllocError::NotRegistered);
         };
         self.base = base.number();
+        let mut drained = false;
         while self.len < BATCH {
             match alloc.reserve_small(self.pagemap.meta) {
                 Some(page) => {
                     self.pages[self.len] = page as u32;
                     self.len += 1;
+                }
+                // Out of pages: the stashes may hold what is missing.
+                None if self.len == 0 && !drained => {
+                    self.pagemap.drain_stashes(&mut alloc);
+                    drained = true;
                 }
                 None => break,
             }

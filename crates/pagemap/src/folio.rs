@@ -304,9 +304,9 @@ impl<'a> Folio<'a> {
     /// reference: both mean an owning handle was forged with `from_raw`.
     #[inline]
     fn put_owned(self) {
-        match self.put_ref() {
-            Ok(true) => self.free(),
-            Ok(false) => {}
+        match self.put_ref_word() {
+            Ok(w) if word::refs(w) == 1 => self.free(w),
+            Ok(_) => {}
             Err(e) => panic!("{self:?}: put of an owned reference failed: {e}"),
         }
     }
@@ -314,7 +314,13 @@ impl<'a> Folio<'a> {
     /// Drops one reference; `Ok(true)` if it was the last (the caller then frees).
     #[inline]
     pub(crate) fn put_ref(self) -> Result<bool, FolioError> {
-        let old = self.update(Ordering::AcqRel, |w| {
+        Ok(word::refs(self.put_ref_word()?) == 1)
+    }
+
+    /// Drops one reference; returns the word before.
+    #[inline]
+    fn put_ref_word(self) -> Result<u64, FolioError> {
+        self.update(Ordering::AcqRel, |w| {
             if w & word::ALLOCATED == 0 || word::refs(w) == 0 {
                 return Err(FolioError::NotAllocated);
             }
@@ -327,19 +333,31 @@ impl<'a> Folio<'a> {
                 return Err(FolioError::NotAllocated);
             }
             Ok(w - 1)
-        })?;
-        Ok(word::refs(old) == 1)
+        })
     }
 
-    /// The reference count reached zero: tell the driver, then give the folio back.
+    /// The reference count reached zero (from the word `last`): tell the driver, then
+    /// give the folio back.
     #[inline]
-    fn free(self) {
+    fn free(self, last: u64) {
         let pagemap = self.pagemap;
         pagemap.ops.folio_free(self);
-        pagemap
-            .alloc
-            .lock()
-            .release(pagemap.meta, self.head().number(), self.is_large());
+        let head = self.head().number();
+        // `POOLED` does not change while the folio is allocated.
+        if last & word::POOLED != 0 {
+            pagemap.stash_put(head, self.is_large());
+        } else {
+            pagemap
+                .alloc
+                .lock()
+                .release(pagemap.meta, head, self.is_large());
+        }
+    }
+
+    /// Whether the folio belongs to a slot of its pagemap's stash (stable while the
+    /// caller holds a reference).
+    pub(crate) fn is_pooled(self) -> bool {
+        self.state().load(Ordering::Relaxed) & word::POOLED != 0
     }
 
     /// Sets the lock bit; `Ok(false)` if it was set already. The caller holds a reference.
@@ -530,8 +548,17 @@ impl<'a> LockedFolio<'a> {
                 .fetch_or(word::ALLOCATED | word::LOCKED | 1, Ordering::Release);
         }
         alloc.split_large(pagemap.meta, folio.head().number());
+        // A stashed 2 MiB folio leaves its slot: its pages go back to the allocator.
+        let pooled = folio.state().load(Ordering::Relaxed) & word::POOLED;
+        if pooled != 0 {
+            pagemap
+                .large_stash
+                .forget(folio.head().number() / CHUNK_PAGES, folio.head().number());
+        }
         // Unfreeze as a 4 KiB folio: this publishes the tails as folios of their own.
-        folio.state().fetch_xor(word::LARGE | 1, Ordering::Release);
+        folio
+            .state()
+            .fetch_xor(word::LARGE | pooled | 1, Ordering::Release);
         drop(alloc);
         let head = Folio::new(folio.head(), false);
         for i in 1..CHUNK_PAGES {
@@ -585,7 +612,7 @@ impl Drop for LockedFolio<'_> {
             Ok((w & !word::LOCKED) - 1)
         });
         match old {
-            Ok(w) if word::refs(w) == 1 => folio.free(),
+            Ok(w) if word::refs(w) == 1 => folio.free(w),
             Ok(_) => {}
             Err(e) => panic!("{folio:?}: unlock and put of an owned lock failed: {e}"),
         }
@@ -684,7 +711,7 @@ mod tests {
         fn folio_free(&self, _: Folio<'_>) {}
     }
 
-    /// 2^28 - 1 references are too many to take one by one in a test: set the count.
+    /// 2^27 - 1 references are too many to take one by one in a test: set the count.
     #[test]
     fn refcount_overflow_is_an_error() {
         let meta = [const { PageMeta::new() }; 4];

@@ -57,6 +57,7 @@ pub mod folio;
 pub mod meta;
 pub mod pagemap;
 pub mod space;
+mod stash;
 #[cfg(all(feature = "alloc", not(loom)))]
 pub mod storage;
 mod sync;

@@ -8,7 +8,8 @@
 //!
 //! | bits   | page of a folio          | meaning                                               |
 //! |--------|--------------------------|-------------------------------------------------------|
-//! | 0..=27 | head                     | reference count (0 = free, or being freed)            |
+//! | 0..=26 | head                     | reference count (0 = free, or being freed)            |
+//! | 27     | head                     | pooled: the folio belongs to a slot of a stash        |
 //! | 28     | head                     | locked                                                |
 //! | 29     | head                     | allocated: the page heads an allocated folio          |
 //! | 30     | head                     | large: the folio is a 2 MiB (order-9) folio           |
@@ -107,9 +108,12 @@ pub type DriverWord = AtomicU64;
 /// Bit layout of the state word (see the module documentation).
 pub(crate) mod word {
     /// Reference-count bits.
-    pub(crate) const REF_MASK: u64 = (1 << 28) - 1;
+    pub(crate) const REF_MASK: u64 = (1 << 27) - 1;
     /// Largest reference count.
     pub(crate) const REF_MAX: u64 = REF_MASK;
+    /// The folio belongs to a slot of one of its pagemap's stashes (`crate::stash`):
+    /// its last put gives it back there. On a free page: held by the stash.
+    pub(crate) const POOLED: u64 = 1 << 27;
     /// The folio is locked.
     pub(crate) const LOCKED: u64 = 1 << 28;
     /// The page heads an allocated folio.

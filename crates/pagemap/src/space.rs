@@ -179,7 +179,8 @@ impl<'a> DevicePrivateSpace<'a> {
         // SAFETY: non-null slot pointers are only ever stored by `register`, from a
         // `&'a DevicePagemap<'a>`, so the pagemap lives (unmoved) for `'a`.
         let pagemap: &'a DevicePagemap<'a> = unsafe { &*p };
-        let alloc = pagemap.alloc.lock();
+        // Pages in the stashes are free but count as allocated: give them back first.
+        let alloc = pagemap.drained();
         if alloc.allocated != 0 {
             return Err(UnregisterError::PagesInUse {
                 pages: alloc.allocated,

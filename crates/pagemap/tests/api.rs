@@ -855,3 +855,127 @@ fn try_lock_takes_a_reference_and_the_lock_at_once() {
     drop(f);
     assert_eq!(pm.allocated_pages(), 0);
 }
+
+/// Frees that go to the pagemap's stash (no lock) come back from it on the next
+/// allocations, and the stash is never seen: the counts, the whole chunks, a full
+/// pagemap, unregistering and a split all behave as if the folios were on the free lists.
+#[test]
+fn the_stash_is_invisible() {
+    let ops = Recorder::default();
+    // Two full chunks and a tail of 8 pages.
+    let meta = metadata(1024 + 8);
+    let pm = DevicePagemap::new(1024 + 8, Owner::new(1), &ops, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    let id = space.register(&pm).unwrap();
+
+    // A batch of 4 KiB folios, freed, then allocated again: the same pages come back
+    // (the stash gives back what it took), with fresh state.
+    let first: Vec<_> = (0..64)
+        .map(|_| pm.alloc(PageSize::Size4KiB).unwrap())
+        .collect();
+    let pages: std::collections::BTreeSet<u64> = first.iter().map(|f| f.index().number()).collect();
+    drop(first);
+    assert_eq!(ops.freed.lock().unwrap().len(), 64);
+    let again: Vec<_> = (0..64)
+        .map(|_| pm.alloc(PageSize::Size4KiB).unwrap())
+        .collect();
+    let pages_again: std::collections::BTreeSet<u64> =
+        again.iter().map(|f| f.index().number()).collect();
+    assert_eq!(pages, pages_again);
+    for f in &again {
+        assert_eq!(f.refcount(), 1);
+        assert!(!f.is_locked());
+        assert_eq!(f.reverse_map(), None);
+    }
+    assert_eq!(pm.allocated_pages(), 64);
+    drop(again);
+    assert_eq!(pm.allocated_pages(), 0);
+    assert_eq!(pm.whole_chunks(), 2);
+
+    // 2 MiB folios freed into the stash, then the whole pagemap taken as 4 KiB folios:
+    // the allocator drains the stash when it runs out.
+    let large: Vec<_> = (0..2)
+        .map(|_| pm.alloc(PageSize::Size2MiB).unwrap())
+        .collect();
+    drop(large);
+    let small: Vec<_> = (0..1024 + 8)
+        .map(|_| pm.alloc(PageSize::Size4KiB).unwrap())
+        .collect();
+    assert_eq!(
+        pm.alloc(PageSize::Size4KiB).err(),
+        Some(AllocError::OutOfMemory)
+    );
+    assert_eq!(pm.free_pages(), 0);
+    // And back: 4 KiB folios in the stash keep no chunk from being allocated whole.
+    drop(small);
+    let large: Vec<_> = (0..2)
+        .map(|_| pm.alloc(PageSize::Size2MiB).unwrap())
+        .collect();
+    assert_eq!(
+        pm.alloc(PageSize::Size2MiB).err(),
+        Some(AllocError::OutOfMemory)
+    );
+    assert_eq!(pm.allocated_pages(), 1024);
+
+    // A 2 MiB folio from the stash splits like any other; its pieces go back to the
+    // allocator and the chunk is whole again.
+    let mut large = large.into_iter();
+    drop(large.next());
+    let f = pm.alloc(PageSize::Size2MiB).unwrap();
+    let head = f.index().number();
+    let pieces = f.trylock().unwrap().split().unwrap();
+    assert_eq!(pieces.len(), 512);
+    drop(pieces);
+    assert_eq!(pm.allocated_pages(), 512);
+    let f = pm.alloc(PageSize::Size2MiB).unwrap();
+    assert_eq!(f.index().number(), head);
+    drop(f);
+    drop(large);
+
+    // A folio that is out keeps the pagemap registered; one in the stash does not.
+    let f = pm.alloc(PageSize::Size4KiB).unwrap();
+    assert_eq!(
+        space.unregister(id).err(),
+        Some(UnregisterError::PagesInUse { pages: 1 })
+    );
+    drop(f);
+    space.unregister(id).unwrap();
+    assert_eq!(
+        pm.alloc(PageSize::Size4KiB).err(),
+        Some(AllocError::NotRegistered)
+    );
+    let id = space.register(&pm).unwrap();
+    assert_eq!(pm.whole_chunks(), 2);
+    drop(pm.alloc(PageSize::Size2MiB).unwrap());
+    space.unregister(id).unwrap();
+}
+
+/// A folio of the stash put into a `PageCache` leaves the stash for the cache, and the
+/// cache hands it out and gives it back like its own pages.
+#[test]
+fn a_stashed_folio_can_go_into_a_page_cache() {
+    let ops = Recorder::default();
+    let meta = metadata(1024);
+    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    let id = space.register(&pm).unwrap();
+    let batch: Vec<_> = (0..8)
+        .map(|_| pm.alloc(PageSize::Size4KiB).unwrap())
+        .collect();
+    drop(batch);
+    let mut cache = PageCache::new(&pm);
+    // From the stash, into the cache.
+    let f = pm.alloc(PageSize::Size4KiB).unwrap();
+    let page = f.index().number() - id.base().number();
+    cache.put(f);
+    assert_eq!(cache.cached().last(), Some(page));
+    assert_eq!(pm.allocated_pages(), 1);
+    let g = cache.alloc().unwrap();
+    assert_eq!(g.index().number() - id.base().number(), page);
+    // Dropped outside the cache: back to the allocator, not to the stash.
+    drop(g);
+    drop(cache);
+    assert_eq!(pm.allocated_pages(), 0);
+    assert_eq!(pm.whole_chunks(), 2);
+    space.unregister(id).unwrap();
+}

@@ -128,6 +128,43 @@ fn concurrent_alloc_and_free() {
     });
 }
 
+/// The last put of a folio gives it back to the pagemap's stash (no lock) while another
+/// thread allocates (claiming it from the stash, or finding the pagemap full) and a third
+/// reads the counts (which drains the stash under the lock): the page is handed out at
+/// most once, and never lost.
+#[test]
+fn stash_put_races_claim_and_drain() {
+    loom::model(|| {
+        let fx = fixture(1);
+        let pm = fx.pagemap;
+        // The one page joins the stash when allocated, and goes back there when freed.
+        let f = pm.alloc(PageSize::Size4KiB).unwrap();
+        let view = f.folio();
+        let putter = thread::spawn(move || drop(f));
+        let reader = thread::spawn(move || pm.allocated_pages());
+        let g = pm.alloc(PageSize::Size4KiB);
+        putter.join().unwrap();
+        assert!(reader.join().unwrap() <= 1);
+        match g {
+            Ok(g) => {
+                assert_eq!(g.folio(), view);
+                assert_eq!(g.refcount(), 1);
+                assert_eq!(pm.allocated_pages(), 1);
+                drop(g);
+                assert_eq!(fx.freed(), 2);
+            }
+            Err(e) => {
+                assert_eq!(e, AllocError::OutOfMemory);
+                assert_eq!(fx.freed(), 1);
+            }
+        }
+        assert_eq!(pm.allocated_pages(), 0);
+        assert_eq!(view.refcount(), 0);
+        // Whatever happened, the page can be allocated again.
+        drop(pm.alloc(PageSize::Size4KiB).unwrap());
+    });
+}
+
 /// A split of a 2 MiB folio races a try_get on one of its tail pages. The try_get
 /// either references the whole 2 MiB folio (and the split is refused as busy), fails
 /// while the folio is frozen, or references the new 4 KiB folio. Nothing is lost.
