@@ -366,6 +366,21 @@ pub struct Profile {
     /// Per type number, the offset bits its kind defines (derived from the width and the
     /// numbering, kept so that validating an entry is one load).
     offset_masks: [u64; 32],
+    /// The same, as the raw x86_64 bits that must read 1 (the offset is stored
+    /// inverted in bits 9..58).
+    x86_64_must_be_set: [u64; 32],
+}
+
+/// [`Profile::x86_64_inverted_offset_must_be_set`] for every type, from the offset masks.
+const fn x86_64_must_be_set(offset_masks: &[u64; 32]) -> [u64; 32] {
+    const FIELD: u64 = ((1 << 50) - 1) << 9;
+    let mut raw = [0; 32];
+    let mut t = 0;
+    while t < 32 {
+        raw[t] = (!offset_masks[t] << 9) & FIELD;
+        t += 1;
+    }
+    raw
 }
 
 /// The offset bits each type number's kind defines under `types` with frame numbers of
@@ -407,6 +422,7 @@ impl Profile {
         pat: AttributeTable::from_pat_msr(LINUX_PAT_MSR_VALUE),
         mair: AttributeTable::from_mair(crate::arch::aarch64::MAIR_VALUE),
         offset_masks: offset_masks(&TypeNumbering::DEVPRIV, 40),
+        x86_64_must_be_set: x86_64_must_be_set(&offset_masks(&TypeNumbering::DEVPRIV, 40)),
     };
 
     /// A mainline Linux x86_64 guest with 4-level paging (`MAX_PHYSMEM_BITS` 46), every
@@ -444,6 +460,10 @@ impl Profile {
             pat: AttributeTable::from_pat_msr(LINUX_PAT_MSR_VALUE),
             mair: AttributeTable::from_mair(LINUX_MAIR_VALUE),
             offset_masks: offset_masks(&TypeNumbering::MAINLINE, physical_address_bits - 12),
+            x86_64_must_be_set: x86_64_must_be_set(&offset_masks(
+                &TypeNumbering::MAINLINE,
+                physical_address_bits - 12,
+            )),
         }
     }
 
@@ -470,6 +490,7 @@ impl Profile {
         }
         self.physical_address_bits = bits;
         self.offset_masks = offset_masks(&self.types, bits - 12);
+        self.x86_64_must_be_set = x86_64_must_be_set(&self.offset_masks);
         Ok(self)
     }
 
@@ -477,6 +498,7 @@ impl Profile {
     pub const fn with_types(mut self, types: TypeNumbering) -> Self {
         self.types = types;
         self.offset_masks = offset_masks(&types, self.number_bits());
+        self.x86_64_must_be_set = x86_64_must_be_set(&self.offset_masks);
         self
     }
 
@@ -516,6 +538,13 @@ impl Profile {
     #[inline]
     pub const fn offset_mask(&self, number: u8) -> u64 {
         self.offset_masks[(number & 31) as usize]
+    }
+
+    /// [`Self::offset_mask`] as x86_64 stores it: the raw bits of the inverted offset
+    /// field (bits 9..58) that must read 1 in a software entry of type `number`.
+    #[inline]
+    pub const fn x86_64_inverted_offset_must_be_set(&self, number: u8) -> u64 {
+        self.x86_64_must_be_set[(number & 31) as usize]
     }
 
     /// The type numbering.

@@ -341,10 +341,15 @@ impl X86_64 {
         classes
     }
 
-    /// [`Self::classify`] at level 1: a present leaf costs a test and two masks; the
-    /// rarer kinds are checked after it.
+    /// [`Self::classify`] at level 1: a present leaf costs two tests and two masks.
     #[inline(always)]
     fn classify_l1(raw: u64, profile: &Profile) -> Classified {
+        // Absent first: then each of the two tests splits off one kind (absent, then
+        // present), and what is left is mostly software entries, so a mix of kinds
+        // costs no more mispredicted branches than the two tests.
+        if raw & !software::ERRATUM_BITS == 0 {
+            return Classified::ABSENT;
+        }
         if raw & hardware::PRESENT != 0 {
             return Classified {
                 class: EntryClass::Leaf,
@@ -352,45 +357,32 @@ impl X86_64 {
                 bits: raw & hardware::LEAF_ATTR_MASK,
             };
         }
-        if raw & !software::ERRATUM_BITS == 0 {
-            return Classified::ABSENT;
-        }
         Self::classify_l1_not_present(raw, profile)
     }
 
     /// [`Self::classify_l1`] of a non-present, non-absent entry: PROT_NONE, software or
-    /// invalid, chosen with selects (these kinds are mixed in a table, so a branch on
-    /// them would mispredict).
+    /// invalid. PROT_NONE entries come in runs (an mprotect or a NUMA scan marks a
+    /// range) and invalid ones should not exist, so both branches predict well.
     #[inline(always)]
     fn classify_l1_not_present(raw: u64, profile: &Profile) -> Classified {
-        let prot_none = raw & software::PROT_NONE != 0;
+        if raw & software::PROT_NONE != 0 {
+            // The frame is stored inverted (L1TF); bit 8 is the marker, not G.
+            return Classified {
+                class: EntryClass::ProtNone,
+                number: (!raw & ADDRESS_MASK) >> 12,
+                bits: raw & hardware::LEAF_ATTR_MASK & !software::PROT_NONE,
+            };
+        }
         let type_number = raw >> software::TYPE_SHIFT;
-        // The offset is stored inverted: a bit the type does not allow must read 1.
-        let disallowed = !profile.offset_mask(type_number as u8) << software::OFFSET_SHIFT
-            & ((1 << software::TYPE_SHIFT) - (1 << software::OFFSET_SHIFT));
-        let valid = (!raw & disallowed) | (raw & software::MUST_BE_ZERO) == 0;
-        let class = if prot_none {
-            EntryClass::ProtNone
-        } else if valid {
-            EntryClass::Software
-        } else {
-            EntryClass::Invalid
-        };
-        // PROT_NONE: the frame is stored inverted (L1TF); bit 8 is the marker, not G.
-        let number = if prot_none {
-            (!raw & ADDRESS_MASK) >> 12
-        } else {
-            type_number & (valid as u64).wrapping_neg()
-        };
-        let bits = if prot_none {
-            raw & hardware::LEAF_ATTR_MASK & !software::PROT_NONE
-        } else {
-            raw & (valid as u64).wrapping_neg()
-        };
+        // The offset is stored inverted: a bit its type does not define must read 1.
+        let must_be_set = profile.x86_64_inverted_offset_must_be_set(type_number as u8);
+        if (!raw & must_be_set) | (raw & software::MUST_BE_ZERO) != 0 {
+            return Classified::INVALID;
+        }
         Classified {
-            class,
-            number,
-            bits,
+            class: EntryClass::Software,
+            number: type_number,
+            bits: raw,
         }
     }
 
