@@ -10,6 +10,10 @@
 //! `classify(raw, level, profile).class` is exactly the class of `decode_in(raw, level,
 //! profile)` (a property test checks it), with [`EntryClass::Invalid`] for an error.
 
+use crate::entry::Entry;
+use crate::error::DecodeError;
+use crate::format::PteFormat;
+
 /// What kind of entry a raw value is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -66,6 +70,37 @@ impl Classified {
         number: 0,
         bits: 0,
     };
+
+    /// The classification of a full decode of `raw`, whose software type number is
+    /// `type_number`; `leaf_bits` and `table_bits` give the attributes' raw values.
+    #[inline]
+    pub(crate) fn of_decoded<F: PteFormat>(
+        decoded: Result<Entry<F>, DecodeError>,
+        type_number: u64,
+        raw: u64,
+        leaf_bits: impl Fn(F::LeafAttributes) -> u64,
+        table_bits: impl Fn(F::TableAttributes) -> u64,
+    ) -> Self {
+        let (class, number, bits) = match decoded {
+            Ok(Entry::Absent) => return Self::ABSENT,
+            Err(_) => return Self::INVALID,
+            Ok(Entry::Table { next, attrs }) => {
+                (EntryClass::Table, next.number(), table_bits(attrs))
+            }
+            Ok(Entry::Leaf { pfn, attrs, .. }) => {
+                (EntryClass::Leaf, pfn.number(), leaf_bits(attrs))
+            }
+            Ok(Entry::ProtNone { pfn, attrs, .. }) => {
+                (EntryClass::ProtNone, pfn.number(), leaf_bits(attrs))
+            }
+            Ok(Entry::Software(_)) => (EntryClass::Software, type_number, raw),
+        };
+        Self {
+            class,
+            number,
+            bits,
+        }
+    }
 }
 
 /// The classes of up to 512 entries (one table), as one bitmap per class: bit `i % 64` of

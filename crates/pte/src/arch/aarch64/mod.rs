@@ -33,7 +33,7 @@ pub use hardware::{
 use hardware::{LEAF_RESERVED, RESERVED_1G, RESERVED_2M, TABLE_RESERVED};
 
 use crate::Entry;
-use crate::classify::{Classified, EntryClass, TableClasses};
+use crate::classify::{Classified, TableClasses};
 use crate::error::{DecodeError, EncodeError};
 use crate::format::{Arch, Geometry, PteFormat};
 use crate::frame::Pfn;
@@ -267,30 +267,13 @@ impl Aarch64 {
     /// type number and the attribute bits (see [`Classified`]).
     #[inline]
     pub fn classify(raw: u64, level: Level, profile: &Profile) -> Classified {
-        match Self::decode_in(raw, level, profile) {
-            Ok(Entry::Absent) => Classified::ABSENT,
-            Ok(Entry::Table { next, attrs }) => Classified {
-                class: EntryClass::Table,
-                number: next.number(),
-                bits: attrs.into_bits(),
-            },
-            Ok(Entry::Leaf { pfn, attrs, .. }) => Classified {
-                class: EntryClass::Leaf,
-                number: pfn.number(),
-                bits: attrs.into_bits(),
-            },
-            Ok(Entry::ProtNone { pfn, attrs, .. }) => Classified {
-                class: EntryClass::ProtNone,
-                number: pfn.number(),
-                bits: attrs.into_bits(),
-            },
-            Ok(Entry::Software(_)) => Classified {
-                class: EntryClass::Software,
-                number: raw >> software::TYPE_SHIFT & 31,
-                bits: raw,
-            },
-            Err(_) => Classified::INVALID,
-        }
+        Classified::of_decoded(
+            Self::decode_in(raw, level, profile),
+            raw >> software::TYPE_SHIFT & 31,
+            raw,
+            PageAttributes::into_bits,
+            TableAttributes::into_bits,
+        )
     }
 
     /// Classifies every entry of `table` (at most 512) into one bitmap per class.

@@ -113,6 +113,24 @@ impl X86_64 {
         }
     }
 
+    /// The size of the huge leaf `raw` at level 2 or 3 (PS set), or the reserved address
+    /// bits it sets.
+    #[inline]
+    const fn huge_leaf_size(raw: u64, level: Level) -> Result<PageSize, DecodeError> {
+        let (size, reserved) = if matches!(level, Level::L2) {
+            (PageSize::Size2MiB, RESERVED_2M)
+        } else {
+            (PageSize::Size1GiB, RESERVED_1G)
+        };
+        if raw & reserved != 0 {
+            Err(DecodeError::ReservedBitsSet {
+                bits: raw & reserved,
+            })
+        } else {
+            Ok(size)
+        }
+    }
+
     /// Decodes a present entry.
     #[inline]
     const fn decode_present(raw: u64, level: Level) -> Result<Entry<Self>, DecodeError> {
@@ -130,16 +148,10 @@ impl X86_64 {
                 if raw & PAGE_SIZE == 0 {
                     return Ok(table);
                 }
-                let (size, reserved) = if matches!(level, Level::L2) {
-                    (PageSize::Size2MiB, RESERVED_2M)
-                } else {
-                    (PageSize::Size1GiB, RESERVED_1G)
+                let size = match Self::huge_leaf_size(raw, level) {
+                    Ok(size) => size,
+                    Err(e) => return Err(e),
                 };
-                if raw & reserved != 0 {
-                    return Err(DecodeError::ReservedBitsSet {
-                        bits: raw & reserved,
-                    });
-                }
                 Ok(Entry::Leaf {
                     pfn: Pfn::new((raw & ADDRESS_MASK & !PAT_HUGE) >> 12),
                     size,
@@ -172,16 +184,10 @@ impl X86_64 {
                 if raw & PAGE_SIZE == 0 {
                     return Err(DecodeError::InvalidDescriptor);
                 }
-                let (size, reserved) = if matches!(level, Level::L2) {
-                    (PageSize::Size2MiB, RESERVED_2M)
-                } else {
-                    (PageSize::Size1GiB, RESERVED_1G)
+                let size = match Self::huge_leaf_size(raw, level) {
+                    Ok(size) => size,
+                    Err(e) => return Err(e),
                 };
-                if raw & reserved != 0 {
-                    return Err(DecodeError::ReservedBitsSet {
-                        bits: raw & reserved,
-                    });
-                }
                 (size, PageAttributes::from_huge_leaf(raw))
             }
             Level::L4 | Level::L5 => return Err(DecodeError::InvalidDescriptor),
@@ -388,29 +394,12 @@ impl X86_64 {
 
     /// [`Self::classify`] through the full decode (levels other than 1).
     fn classify_by_decoding(raw: u64, level: Level, profile: &Profile) -> Classified {
-        match Self::decode_in(raw, level, profile) {
-            Ok(Entry::Absent) => Classified::ABSENT,
-            Ok(Entry::Table { next, attrs }) => Classified {
-                class: EntryClass::Table,
-                number: next.number(),
-                bits: attrs.into_bits(),
-            },
-            Ok(Entry::Leaf { pfn, attrs, .. }) => Classified {
-                class: EntryClass::Leaf,
-                number: pfn.number(),
-                bits: attrs.into_bits(),
-            },
-            Ok(Entry::ProtNone { pfn, attrs, .. }) => Classified {
-                class: EntryClass::ProtNone,
-                number: pfn.number(),
-                bits: attrs.into_bits(),
-            },
-            Ok(Entry::Software(_)) => Classified {
-                class: EntryClass::Software,
-                number: raw >> software::TYPE_SHIFT,
-                bits: raw,
-            },
-            Err(_) => Classified::INVALID,
-        }
+        Classified::of_decoded(
+            Self::decode_in(raw, level, profile),
+            raw >> software::TYPE_SHIFT,
+            raw,
+            PageAttributes::into_bits,
+            TableAttributes::into_bits,
+        )
     }
 }
