@@ -107,6 +107,10 @@ pub(crate) struct AllocState {
     /// page, whose folio half other CPUs may be changing, every time.
     hot: u64,
     hot_fields: TailChunk,
+    /// Whether a slot of the pagemap's stashes may be in use (out or holding a folio):
+    /// set when a folio joins a stash (under this lock), cleared by a drain that leaves
+    /// every slot vacant. Draining an unused stash is then free.
+    pub(crate) stash_in_use: bool,
 }
 
 impl AllocState {
@@ -132,6 +136,7 @@ impl AllocState {
                 bump: 0,
                 head: 0,
             },
+            stash_in_use: false,
         }
     }
 

@@ -293,11 +293,17 @@ impl<'a> DevicePagemap<'a> {
     /// Gives the free folios of both stashes back to the allocator (locked by the
     /// caller: `state`).
     pub(crate) fn drain_stashes(&self, state: &mut AllocState) {
+        if !state.stash_in_use {
+            return;
+        }
         let meta = self.meta;
-        self.small_stash
+        let small_out = self
+            .small_stash
             .drain(state, |state, page| state.release(meta, page, false));
-        self.large_stash
+        let large_out = self
+            .large_stash
             .drain(state, |state, page| state.release(meta, page, true));
+        state.stash_in_use = small_out || large_out;
     }
 
     /// The stash of folios of `large` size.

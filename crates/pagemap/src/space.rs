@@ -96,6 +96,67 @@ impl Slot<'_> {
     }
 }
 
+/// Which slots are taken, and where the round-robin search for a free one starts: kept
+/// under the space's lock so that registering looks only at the registered pagemaps.
+struct Occupancy {
+    /// The next slot to try.
+    next: usize,
+    /// Bit `s % 64` of word `s / 64`: slot `s` holds a pagemap.
+    used: [u64; SLOTS / 64],
+}
+
+impl Occupancy {
+    const fn new() -> Self {
+        Self {
+            next: 0,
+            used: [0; SLOTS / 64],
+        }
+    }
+
+    /// The taken slots.
+    fn taken(&self) -> impl Iterator<Item = usize> + '_ {
+        self.used.iter().enumerate().flat_map(|(w, &bits)| {
+            let mut bits = bits;
+            core::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    w * 64 + b
+                })
+            })
+        })
+    }
+
+    /// The first free slot at or after `next`, wrapping around.
+    fn free(&self) -> Option<usize> {
+        const WORDS: usize = SLOTS / 64;
+        let (w0, b0) = (self.next / 64, self.next % 64);
+        for i in 0..=WORDS {
+            let w = (w0 + i) % WORDS;
+            let mut free = !self.used[w];
+            if i == 0 {
+                free &= u64::MAX << b0; // at or after `next`
+            }
+            if i == WORDS {
+                free &= !(u64::MAX << b0); // before `next`, in its word
+            }
+            if free != 0 {
+                return Some(w * 64 + free.trailing_zeros() as usize);
+            }
+        }
+        None
+    }
+
+    fn set(&mut self, slot: usize, taken: bool) {
+        let bit = 1 << (slot % 64);
+        if taken {
+            self.used[slot / 64] |= bit;
+        } else {
+            self.used[slot / 64] &= !bit;
+        }
+    }
+}
+
 /// The device-private address space: hands index ranges to pagemaps and resolves
 /// indices to pages.
 ///
@@ -103,8 +164,9 @@ impl Slot<'_> {
 /// [`DevicePrivateSpace::new`] is `const`). It borrows its pagemaps for `'a`.
 pub struct DevicePrivateSpace<'a> {
     slots: [Slot<'a>; SLOTS],
-    /// The next slot to try (round-robin); taken for every (un)registration.
-    cursor: Mutex<usize>,
+    /// Which slots are taken and the next one to try (round-robin); taken for every
+    /// (un)registration.
+    cursor: Mutex<Occupancy>,
 }
 
 impl<'a> DevicePrivateSpace<'a> {
@@ -113,7 +175,7 @@ impl<'a> DevicePrivateSpace<'a> {
     pub const fn new() -> Self {
         Self {
             slots: [const { Slot::new() }; SLOTS],
-            cursor: Mutex::new(0),
+            cursor: Mutex::new(Occupancy::new()),
         }
     }
 
@@ -122,7 +184,7 @@ impl<'a> DevicePrivateSpace<'a> {
     pub fn new() -> Self {
         Self {
             slots: core::array::from_fn(|_| Slot::new()),
-            cursor: Mutex::new(0),
+            cursor: Mutex::new(Occupancy::new()),
         }
     }
 
@@ -138,9 +200,10 @@ impl<'a> DevicePrivateSpace<'a> {
         if pagemap.registration().is_some() {
             return Err(RegisterError::AlreadyRegistered);
         }
-        // Two pagemaps over the same metadata would hand out each other's pages.
-        for other in &self.slots {
-            let other = other.pagemap.load(Ordering::Acquire);
+        // Two pagemaps over the same metadata would hand out each other's pages. Only
+        // the taken slots are looked at.
+        for other in cursor.taken() {
+            let other = self.slots[other].pagemap.load(Ordering::Acquire);
             // SAFETY: a non-null slot pointer was stored by `register` from a
             // `&'a DevicePagemap`, and unregistering (which clears it) needs the cursor
             // lock this call holds, so the pagemap lives while it is read here.
@@ -150,10 +213,8 @@ impl<'a> DevicePrivateSpace<'a> {
                 return Err(RegisterError::AliasedMetadata);
             }
         }
-        let slot = (0..SLOTS)
-            .map(|i| (*cursor + i) % SLOTS)
-            .find(|&s| self.slots[s].pagemap.load(Ordering::Relaxed).is_null())
-            .ok_or(RegisterError::SpaceFull)?;
+        let slot = cursor.free().ok_or(RegisterError::SpaceFull)?;
+        debug_assert!(self.slots[slot].pagemap.load(Ordering::Relaxed).is_null());
         let s = &self.slots[slot];
         let generation = s.generation.load(Ordering::Relaxed).wrapping_add(1).max(1);
         s.generation.store(generation, Ordering::Relaxed);
@@ -163,14 +224,15 @@ impl<'a> DevicePrivateSpace<'a> {
         );
         s.pagemap
             .store(ptr::from_ref(pagemap).cast_mut(), Ordering::Release);
-        *cursor = (slot + 1) % SLOTS;
+        cursor.set(slot, true);
+        cursor.next = (slot + 1) % SLOTS;
         Ok(PagemapId::new(slot, generation))
     }
 
     /// Unregisters the pagemap `id` names; refused while any of its pages is allocated.
     /// Its indices then fail to resolve ([`LookupError::FreedPagemap`]).
     pub fn unregister(&self, id: PagemapId) -> Result<&'a DevicePagemap<'a>, UnregisterError> {
-        let _cursor = self.cursor.lock();
+        let mut cursor = self.cursor.lock();
         let s = self.slots.get(id.slot()).ok_or(UnregisterError::StaleId)?;
         let p = s.pagemap.load(Ordering::Acquire);
         if p.is_null() || s.generation.load(Ordering::Relaxed) != id.generation {
@@ -190,6 +252,7 @@ impl<'a> DevicePrivateSpace<'a> {
             .registration
             .store(Registration::encode(None), Ordering::Release);
         s.pagemap.store(ptr::null_mut(), Ordering::Release);
+        cursor.set(id.slot(), false);
         Ok(pagemap)
     }
 
@@ -256,5 +319,42 @@ impl fmt::Debug for DevicePrivateSpace<'_> {
         f.debug_struct("DevicePrivateSpace")
             .field("registered", &self.registered())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn occupancy_finds_free_slots_round_robin_and_lists_taken_ones() {
+        let mut o = Occupancy::new();
+        assert_eq!(o.free(), Some(0));
+        for s in 0..SLOTS {
+            o.set(s, true);
+        }
+        assert_eq!(o.free(), None);
+        assert_eq!(o.taken().count(), SLOTS);
+        // A free slot before `next`, in `next`'s word: found by wrapping around.
+        o.set(70, false);
+        o.next = 100;
+        assert_eq!(o.free(), Some(70));
+        o.set(200, false);
+        assert_eq!(o.free(), Some(200));
+        o.next = 201;
+        assert_eq!(o.free(), Some(70));
+        o.next = 0;
+        assert_eq!(o.free(), Some(70));
+        assert_eq!(o.taken().count(), SLOTS - 2);
+        assert!(o.taken().all(|s| s != 70 && s != 200));
+        let mut few = Occupancy::new();
+        few.set(3, true);
+        few.set(64, true);
+        few.set(255, true);
+        let mut taken = few.taken();
+        assert_eq!(
+            [taken.next(), taken.next(), taken.next(), taken.next()],
+            [Some(3), Some(64), Some(255), None]
+        );
     }
 }

@@ -141,12 +141,13 @@ impl<const N: usize> Stash<N> {
     /// allocated, the one of its slot if the slot is vacant. True if it did: the folio
     /// must then be published with the `POOLED` bit.
     #[inline]
-    pub(crate) fn adopt(&self, _locked: &mut AllocState, key: u64, page: u64) -> bool {
+    pub(crate) fn adopt(&self, locked: &mut AllocState, key: u64, page: u64) -> bool {
         let slot = self.slot(key);
         // A vacant slot is written only under the lock (claims and puts need a page or
         // an out slot), so a plain store does.
         if slot.load(Ordering::Relaxed) == VACANT {
             slot.store(OUT | page, Ordering::Relaxed);
+            locked.stash_in_use = true;
             true
         } else {
             false
@@ -164,22 +165,30 @@ impl<const N: usize> Stash<N> {
     }
 
     /// Under the allocator lock: claims every page the stash holds (its slot becomes
-    /// vacant) and hands it to `give_back`, which returns it to the allocator.
+    /// vacant) and hands it to `give_back`, which returns it to the allocator. Returns
+    /// whether a slot is still out.
     pub(crate) fn drain(
         &self,
         locked: &mut AllocState,
         mut give_back: impl FnMut(&mut AllocState, u64),
-    ) {
+    ) -> bool {
+        let mut out = false;
         for slot in &self.slots {
             let v = slot.load(Ordering::Relaxed);
-            if v != VACANT
-                && v & OUT == 0
+            if v == VACANT {
+                continue;
+            }
+            if v & OUT == 0
                 && slot
                     .compare_exchange(v, VACANT, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
                 give_back(locked, v - 1);
+            } else {
+                // Out, or claimed under us (so out now): it stays in use.
+                out = true;
             }
         }
+        out
     }
 }
