@@ -377,7 +377,7 @@ impl AllocState {
             offset
         } else {
             h.bump += 1;
-            h.bump - 1
+            bump_offset(h.bump - 1)
         };
         h.free -= 1;
         if h.free == 0 {
@@ -483,6 +483,15 @@ impl AllocState {
             Self::set_link(meta, next - 1, 2, prev);
         }
     }
+}
+
+/// The page (offset in its chunk) that the `bump`-th first use of a split chunk hands
+/// out: 3, 4, ..., 511, then 0, 1, 2. Pages 0, 1 and 2 carry the chunk's fields, which
+/// keeps them out of the pagemap's stash, so they are used last: otherwise a CPU that
+/// allocates and frees one page at a time would keep getting page 1 back, always through
+/// the lock.
+const fn bump_offset(bump: u64) -> u64 {
+    (bump + 3) % CHUNK_PAGES
 }
 
 fn read_header(meta: &[PageMeta], chunk: u64) -> Header {
