@@ -12,8 +12,9 @@
 //! - *fresh*: nothing pinned, as in the criterion rows, so each batch starts from an
 //!   empty allocator on both sides.
 //!
-//! devpriv is `DevicePagemap::alloc` and dropping the `FolioRef` (thread-safe: a spin
-//! lock per call, an atomic reference count, the driver's `folio_free` through `dyn`);
+//! devpriv is `DevicePagemap::alloc` and dropping the `FolioRef` (thread-safe: a
+//! compare-exchange on the pagemap's stash per alloc, or its spin lock when the stash is
+//! empty, an atomic reference count, the driver's `folio_free` through `dyn`);
 //! the peer is `FrameAllocator::alloc` / `dealloc` through `&mut`, unlocked.
 //!
 //! Prints, per size and state, the median ns per alloc+free pair of each side over the

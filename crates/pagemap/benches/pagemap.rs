@@ -3,7 +3,8 @@
 //! - "pagemap: alloc+free order-0" / "order-9": 64 (resp. 16) folios allocated then
 //!   freed per iteration, out of 1 GiB of device memory; the peer is
 //!   `buddy_system_allocator`'s `FrameAllocator` on the same 262144 frames. Ours is
-//!   thread-safe (a spin lock per call, atomic reference counts, the driver's
+//!   thread-safe (a compare-exchange on the pagemap's stash per alloc, or the allocator's
+//!   spin lock when the stash is empty; an atomic reference count; the driver's
 //!   `folio_free` called through `dyn`); the peer is used through `&mut`, unlocked.
 //!   For 4 KiB, `devpriv-page-cache` is the same work through a `PageCache`.
 //! - "pagemap: index->page lookup": one `DevicePrivateSpace::lookup` over 4 pagemaps.
@@ -26,7 +27,7 @@
 //! - "pagemap: 1-thread alloc/free" and "2-thread alloc/free": one alloc+free pair of a
 //!   4 KiB folio per iteration and thread, all threads on one pagemap. `devpriv` gives
 //!   each thread a `PageCache` (Linux's per-CPU lists); `devpriv-no-cache` calls the
-//!   pagemap directly (one shared lock); the peer is the frame allocator behind a
+//!   pagemap directly (its shared stash and lock); the peer is the frame allocator behind a
 //!   `spin::Mutex`, the usual way to share it. Both allocators start in a steady state:
 //!   one 4 KiB frame stays allocated throughout, so the peer's free lists hold split
 //!   blocks (without it, every pair would split a merged 1 GiB block 18 times and merge
