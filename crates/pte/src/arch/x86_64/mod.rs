@@ -347,21 +347,21 @@ impl X86_64 {
         classes
     }
 
-    /// [`Self::classify`] at level 1: a present leaf costs two tests and two masks.
+    /// [`Self::classify`] at level 1: a present leaf costs one test and two masks.
     #[inline(always)]
     fn classify_l1(raw: u64, profile: &Profile) -> Classified {
-        // Absent first: then each of the two tests splits off one kind (absent, then
-        // present), and what is left is mostly software entries, so a mix of kinds
-        // costs no more mispredicted branches than the two tests.
-        if raw & !software::ERRATUM_BITS == 0 {
-            return Classified::ABSENT;
-        }
+        // Present first: a leaf costs one test. (Absent first mispredicts less on a
+        // random mix of kinds, but costs a second test per leaf; tables hold runs of one
+        // kind, where the single test wins. docs/benchmarks.md has both measured.)
         if raw & hardware::PRESENT != 0 {
             return Classified {
                 class: EntryClass::Leaf,
                 number: (raw & ADDRESS_MASK) >> 12,
                 bits: raw & hardware::LEAF_ATTR_MASK,
             };
+        }
+        if raw & !software::ERRATUM_BITS == 0 {
+            return Classified::ABSENT;
         }
         Self::classify_l1_not_present(raw, profile)
     }
