@@ -1,7 +1,7 @@
-//! Classifying entries without building the typed [`Entry`](crate::Entry).
+//! Classifying entries without building the typed [`Entry`].
 //!
 //! A table walker mostly asks "what is this entry, and its frame?". [`Classified`] answers
-//! with the validation of [`PteFormat::decode_in`](crate::PteFormat::decode_in) and none
+//! with the validation of [`PteFormat::decode_in`] and none
 //! of its cost: the class, a number (the frame, or a software entry's type) and the
 //! attribute bits, as plain words the compiler keeps in registers. A software entry stays
 //! its validated raw value ([`Classified::bits`]); decode it when its kind matters.
@@ -18,17 +18,17 @@ use crate::format::PteFormat;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum EntryClass {
-    /// [`Entry::Absent`](crate::Entry::Absent).
+    /// [`Entry::Absent`].
     Absent = 0,
-    /// [`Entry::Table`](crate::Entry::Table).
+    /// [`Entry::Table`].
     Table = 1,
-    /// [`Entry::Leaf`](crate::Entry::Leaf).
+    /// [`Entry::Leaf`].
     Leaf = 2,
-    /// [`Entry::ProtNone`](crate::Entry::ProtNone).
+    /// [`Entry::ProtNone`].
     ProtNone = 3,
-    /// [`Entry::Software`](crate::Entry::Software).
+    /// [`Entry::Software`].
     Software = 4,
-    /// The value does not decode ([`DecodeError`](crate::DecodeError)).
+    /// The value does not decode ([`DecodeError`]).
     Invalid = 5,
 }
 
