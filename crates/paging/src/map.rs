@@ -66,17 +66,8 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             return None;
         }
         let key = va >> Level::L2.shift();
-        let table = match self.l1_cache {
-            // Linked and translatable, as `unmap_in_one_table` explains.
-            Some((cached, table)) if cached == key => table,
-            _ => {
-                self.check_va(va).ok()?;
-                match self.walk_to(va, Level::L1) {
-                    (table, Level::L1, _) => table,
-                    _ => return None,
-                }
-            }
-        };
+        // Linked and translatable, as `level1_table` explains.
+        let table = self.level1_table(va, key)?;
         let leaf = F::encode(
             &Entry::Leaf {
                 pfn,

@@ -383,6 +383,25 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         Ok(())
     }
 
+    /// The level-1 table translating `va`, whose level-2 key (`va >> 21`) is `key`:
+    /// the cached one, else one walk; `None` if `va` is not translatable or no level-1
+    /// table holds it. The cached table is still linked where it was found: only
+    /// `&mut self` operations unlink tables, and every one of them clears or updates the
+    /// cache; its key came from a translatable address, and `va` has the same upper bits.
+    #[inline(always)]
+    pub(crate) fn level1_table(&self, va: u64, key: u64) -> Option<Pfn> {
+        match self.l1_cache {
+            Some((cached, table)) if cached == key => Some(table),
+            _ => {
+                self.check_va(va).ok()?;
+                match self.walk_to(va, Level::L1) {
+                    (table, Level::L1, _) => Some(table),
+                    _ => None,
+                }
+            }
+        }
+    }
+
     /// Walks from the root towards `va`, stopping at `stop` or at the first entry that
     /// is not a table. Returns the table holding that entry, the entry's level and its
     /// raw value.

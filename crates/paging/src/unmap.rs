@@ -331,19 +331,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         }
         // `va` and `last` share every bit above 20, so both are translatable, in the
         // same half, exactly when `va` is.
-        let table = match self.l1_cache {
-            // The cached table is still linked there: only `&mut self` operations unlink
-            // tables, and every one of them clears or updates the cache. Its key came
-            // from a translatable address, and `va` has the same upper bits.
-            Some((cached, table)) if cached == key => table,
-            _ => {
-                self.check_va(va).ok()?;
-                match self.walk_to(va, Level::L1) {
-                    (table, Level::L1, _) => table,
-                    _ => return None,
-                }
-            }
-        };
+        let table = self.level1_table(va, key)?;
         let entries = self.entries(table);
         let (first, final_index) = (Level::L1.table_index(va), Level::L1.table_index(last));
         // The first and last valid (possibly cached) entries cleared.
