@@ -49,8 +49,10 @@ pub trait PagingFormat: PteFormat {
 }
 
 impl PagingFormat for X86_64 {
-    /// Present clear; bits 4 and 7, which every non-present devpriv entry leaves clear.
-    const BREAK_MARKER: u64 = 1 << 4 | 1 << 7;
+    /// Present clear and bit 4, which every non-present entry leaves clear. (Not bit 7:
+    /// P clear with PS set at level 2 or 3 is a huge mapping Linux is invalidating, which
+    /// decodes as `Entry::ProtNone`.)
+    const BREAK_MARKER: u64 = 1 << 4;
 
     fn is_root_level(level: Level) -> bool {
         matches!(level, Level::L4 | Level::L5)
@@ -144,5 +146,27 @@ pub const fn x86_64_root_level(va_bits: u32) -> Option<Level> {
         48 => Some(Level::L4),
         57 => Some(Level::L5),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never_decodes<F: PagingFormat>() {
+        for level in [Level::L1, Level::L2, Level::L3, Level::L4, Level::L5] {
+            assert!(
+                F::decode(F::BREAK_MARKER, level).is_err(),
+                "{:?} marker decodes at {level:?}",
+                F::ARCH
+            );
+            assert!(!F::is_valid(F::BREAK_MARKER, level));
+        }
+    }
+
+    #[test]
+    fn the_break_marker_is_no_entry_at_any_level() {
+        never_decodes::<X86_64>();
+        never_decodes::<Aarch64>();
     }
 }

@@ -35,8 +35,10 @@ pub enum Entry<F: PteFormat> {
     Software(SoftwareEntry),
     /// A mapping the kernel keeps but the hardware must not use: `PROT_NONE`, or a NUMA
     /// hinting entry (Linux `pte_protnone`: x86_64 `_PAGE_PROTNONE` with P clear, arm64
-    /// `PTE_PRESENT_INVALID` with the valid bit clear). The kernel treats it as present
-    /// (it holds a frame and attributes); every CPU access faults.
+    /// `PTE_PRESENT_INVALID` with the valid bit clear), or a huge entry Linux is
+    /// invalidating (`pmdp_invalidate`: on x86_64 P clear with PS set, on arm64
+    /// `PTE_PRESENT_INVALID`). The kernel treats it as present (it holds a frame and
+    /// attributes); every CPU access faults.
     ProtNone {
         /// The first frame of the page or block; aligned to `size`.
         pfn: Pfn,

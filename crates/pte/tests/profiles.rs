@@ -302,6 +302,14 @@ fn prot_none_entries_as_linux_writes_them() {
         };
         assert_eq!((pfn, size), (Pfn::new(0x400), PageSize::Size2MiB));
     }
+    // x86_64 pmd_mkinvalid of a present 2 MiB mapping: P cleared, PSE kept, the frame
+    // inverted (bit 8 clear): still a mapping to Linux's pmd_present.
+    let present_pmd = (0x200u64 << 12) | 0xe7;
+    let invalidated = ((present_pmd & PMD_PFN_MASK) ^ PMD_PFN_MASK) | (present_pmd & 0xfe);
+    assert!(matches!(
+        X86_64::decode_in(invalidated, Level::L2, &Profile::LINUX_X86_64_4LEVEL),
+        Ok(Entry::ProtNone { pfn, size: PageSize::Size2MiB, .. }) if pfn == Pfn::new(0x200)
+    ));
     // arm64 PAGE_NONE: valid clear, PTE_PRESENT_INVALID (bit 11), page bit kept at PTE
     // level, AF, inner shareable, read-only, PXN/UXN, normal memory; PMD level clears
     // the table bit.

@@ -28,8 +28,15 @@ fn x86_64_software_must_be_zero_bits() {
         Err(DecodeError::ReservedBitsSet { bits: 1 << 4 })
     );
     assert_eq!(
-        X86_64::decode(base | 1 << 7, L2),
+        X86_64::decode(base | 1 << 7, L1),
         Err(DecodeError::ReservedBitsSet { bits: 1 << 7 })
+    );
+    // At level 2, P clear with PS set is a huge mapping being invalidated (Linux's
+    // pmd_present says present), never a software entry: this one's address bits
+    // 13..20 (the inverted swap offset) are reserved there.
+    assert_eq!(
+        X86_64::decode(base | 1 << 7, Level::L2),
+        Err(DecodeError::ReservedBitsSet { bits: 0x001f_e000 })
     );
     // Bit 8 with P clear is PROT_NONE: a mapping, not a software entry.
     assert!(matches!(

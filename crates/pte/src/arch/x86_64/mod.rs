@@ -275,14 +275,21 @@ impl PteFormat for X86_64 {
     ///
     /// Not every raw value re-encodes to itself: the A and D bits of a software entry
     /// are dropped (hardware may set them, see [`software`]), so such a `raw`
-    /// re-encodes to `raw & !0x60`. Every other decoded value re-encodes exactly.
+    /// re-encodes to `raw & !0x60`; and an invalidated huge entry (P clear, PS set,
+    /// bit 8 clear: Linux's `pmdp_invalidate` during a split or protection change)
+    /// decodes as [`Entry::ProtNone`] and re-encodes with bit 8 set. Every other decoded
+    /// value re-encodes exactly.
     #[inline]
     fn decode_in(raw: u64, level: Level, profile: &Profile) -> Result<Entry<Self>, DecodeError> {
         if raw & hardware::PRESENT != 0 {
             Self::decode_present(raw, level)
         } else if raw & !software::ERRATUM_BITS == 0 {
             Ok(Entry::Absent)
-        } else if raw & software::PROT_NONE != 0 {
+        } else if raw & software::PROT_NONE != 0
+            || (raw & PAGE_SIZE != 0 && matches!(level, Level::L2 | Level::L3))
+        {
+            // PROT_NONE, or a huge entry being invalidated (Linux `pmd_mkinvalid`
+            // clears P and keeps PS, and `pmd_present` still says present).
             Self::decode_prot_none(raw, level)
         } else {
             match software::decode(raw, level, profile) {
