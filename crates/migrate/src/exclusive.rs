@@ -53,7 +53,7 @@ impl fmt::Display for ExclusiveError<'_> {
         match self {
             Self::NoWritableVma { va } => write!(f, "no writable region holds {va:#x}"),
             Self::FaultFailed { va } => write!(f, "{va:#x} could not be faulted in"),
-            Self::Busy(wait) => write!(f, "the page is locked: wait for {wait:?}"),
+            Self::Busy(wait) => write!(f, "the page is locked: {wait}"),
             Self::Unstable { va } => write!(f, "the entry at {va:#x} kept changing"),
             Self::Fault(e) => write!(f, "{e}"),
             Self::Paging(e) => write!(f, "page table: {e}"),

@@ -36,6 +36,20 @@ impl WaitFor<'_> {
     }
 }
 
+/// "wait for the lock of the device folio at device index 0x.." / "... of pfn 0x..".
+impl fmt::Display for WaitFor<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::DeviceFolio(folio) => write!(
+                f,
+                "wait for the lock of the device folio at {}",
+                folio.index()
+            ),
+            Self::SystemFrame(pfn) => write!(f, "wait for the lock of {pfn}"),
+        }
+    }
+}
+
 impl fmt::Debug for WaitFor<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -77,7 +77,7 @@ impl fmt::Display for SnapshotError<'_> {
                 write!(f, "{pages} pages need {pages} words, {words} given")
             }
             Self::Fault { va } => write!(f, "{va:#x} could not be faulted in"),
-            Self::Busy(wait) => write!(f, "a page is being migrated: wait for {wait:?}"),
+            Self::Busy(wait) => write!(f, "a page is being migrated: {wait}"),
             Self::TooManyRetries => f.write_str("the snapshot kept being invalidated"),
             Self::Notifier(e) => write!(f, "{e}"),
             Self::Paging(e) => write!(f, "page table: {e}"),

@@ -57,6 +57,17 @@ impl core::fmt::Debug for Flush {
     }
 }
 
+/// `shift` within 12..=63, the sizes a token can name.
+const fn clamp_shift(shift: u32) -> u32 {
+    if shift < MIN_SHIFT {
+        MIN_SHIFT
+    } else if shift > 63 {
+        63
+    } else {
+        shift
+    }
+}
+
 impl Flush {
     /// A token of `kind` for `[start, last]` at `shift` (`MIN_SHIFT..=63`).
     #[inline]
@@ -89,10 +100,10 @@ impl Flush {
     }
 
     /// Invalidate the entry of size `1 << shift` containing `va` (a shift below 12 is
-    /// taken as 12).
+    /// taken as 12, one above 63 as 63).
     #[inline]
     pub const fn entry(va: u64, shift: u32) -> Self {
-        let shift = if shift < MIN_SHIFT { MIN_SHIFT } else { shift };
+        let shift = clamp_shift(shift);
         let size = 1u64 << shift;
         let start = va & !(size - 1);
         Self::pack(start, start + (size - 1), shift, RANGE)
@@ -108,7 +119,7 @@ impl Flush {
         if start == end || (end != 0 && end < start) {
             return Self::none();
         }
-        let shift = if shift < MIN_SHIFT { MIN_SHIFT } else { shift };
+        let shift = clamp_shift(shift);
         let size = 1u64 << shift;
         Self::pack(start & !(size - 1), end.wrapping_sub(1), shift, RANGE)
     }

@@ -78,8 +78,11 @@ fn software_aligned(sw: &SoftwareEntry, frames: u64) -> bool {
 }
 
 /// The `i`-th of the 512 entries one level below `entry` (at `level`) that mean the same,
-/// or `None` if `entry` cannot be split.
+/// or `None` if `entry` cannot be split or `i` is not below 512.
 pub fn split_entry<F: PagingFormat>(entry: &Entry<F>, level: Level, i: u64) -> Option<Entry<F>> {
+    if i >= 512 {
+        return None;
+    }
     let lower = level.next_lower()?;
     match *entry {
         Entry::Leaf { pfn, attrs, .. } => Some(Entry::Leaf {

@@ -77,7 +77,8 @@ impl core::fmt::Display for EncodeError {
             }
             Self::SizeMismatch { level, size } => write!(
                 f,
-                "a {size:?} leaf cannot be encoded at level {}",
+                "a leaf of {:#x} bytes cannot be encoded at level {}",
+                size.bytes(),
                 *level as u8
             ),
             Self::UnalignedFrame => f.write_str("the frame is not aligned to the leaf size"),

@@ -60,9 +60,10 @@ impl Pfn {
         }
     }
 
-    /// Whether the frame is aligned to `frames` frames (a power of two).
+    /// Whether the frame is aligned to `frames` frames (a power of two; 0 counts as
+    /// 2^64, to which only frame 0 is aligned).
     pub const fn is_aligned(self, frames: u64) -> bool {
-        self.0 & (frames - 1) == 0
+        self.0 & frames.wrapping_sub(1) == 0
     }
 }
 
@@ -109,9 +110,10 @@ impl DeviceIndex {
         }
     }
 
-    /// Whether the index is aligned to `pages` pages (a power of two).
+    /// Whether the index is aligned to `pages` pages (a power of two; 0 counts as
+    /// 2^64, to which only index 0 is aligned).
     pub const fn is_aligned(self, pages: u64) -> bool {
-        self.0 & (pages - 1) == 0
+        self.0 & pages.wrapping_sub(1) == 0
     }
 }
 
