@@ -101,19 +101,25 @@ impl Args {
         let mut iter = args.iter();
         while let Some(arg) = iter.next() {
             if let Some(name) = arg.strip_prefix("--") {
-                if let Some((name, value)) = name.split_once('=') {
+                let (name, value) = if let Some((name, value)) = name.split_once('=') {
                     if !with_value.contains(&name) {
                         return Err(format!("unknown option --{name}"));
                     }
-                    parsed.options.push((name.to_string(), value.to_string()));
+                    (name, value.to_string())
                 } else if with_value.contains(&name) {
                     let value = iter
                         .next()
                         .ok_or_else(|| format!("--{name} needs a value"))?;
-                    parsed.options.push((name.to_string(), value.clone()));
+                    (name, value.clone())
                 } else {
                     parsed.switches.push(name.to_string());
+                    continue;
+                };
+                // A second value would silently win: say so instead.
+                if parsed.option(name).is_some() {
+                    return Err(format!("--{name} is given twice"));
                 }
+                parsed.options.push((name.to_string(), value));
             } else {
                 parsed.positional.push(arg.clone());
             }
@@ -185,6 +191,17 @@ mod tests {
 
     fn strings(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn an_option_given_twice_is_an_error() {
+        let args = strings(&["--level", "1", "--level=2"]);
+        assert_eq!(
+            Args::parse(&args, &["level"]).err(),
+            Some("--level is given twice".to_string())
+        );
+        let once = Args::parse(&strings(&["--level", "1", "x"]), &["level"]).unwrap();
+        assert_eq!(once.option("level"), Some("1"));
     }
 
     #[test]

@@ -48,6 +48,10 @@ fn main() -> ExitCode {
     let args = match cli::utf8_args(std::env::args_os().skip(1)) {
         Ok(args) => args,
         Err(message) => {
+            // `pte ... --json` promises JSON errors, even for an argument it cannot read.
+            if std::env::args_os().any(|a| a == "--json") {
+                println!("{}", serde_json::json!({ "error": message }));
+            }
             eprintln!("error: {message}");
             return ExitCode::from(2);
         }
