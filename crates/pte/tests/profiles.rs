@@ -237,6 +237,19 @@ fn the_issues_examples_read_as_linux_means_them() {
         MemoryType::WriteBack
     );
     assert_eq!(attrs.property().memory, MemoryType::Uncached);
+    // That page is writable and dirty (DBM with AP[2] clear); Linux's writable clean
+    // page is AP[2] set with DBM (0x0068...fc3: pte_write reads DBM), writable, clean.
+    let property = attrs.property_in(&Profile::LINUX_ARM64_48BIT);
+    assert!(property.writable && property.dirty);
+    let Ok(Entry::Leaf { attrs, .. }) = Aarch64::decode_in(
+        0x0068_0000_4000_0fc3,
+        Level::L1,
+        &Profile::LINUX_ARM64_48BIT,
+    ) else {
+        panic!("not a leaf")
+    };
+    let property = attrs.property();
+    assert!(property.writable && !property.dirty);
     // x86 PAT indices 5 and 7.
     let wp = x86_64::PageAttributes::new().with_pat_index(5);
     let wt = x86_64::PageAttributes::new().with_pat_index(7);

@@ -214,7 +214,9 @@ pub struct TableDescriptor {
 /// normal write-back memory (AttrIndx 1), inner shareable, read-only, EL1-only,
 /// PXN and UXN set, not global, AF clear.
 ///
-/// Mapping to [`PageProperty`]: `writable` = AP`[2]` clear; `user` = AP`[1]`;
+/// Mapping to [`PageProperty`]: `writable` = AP`[2]` clear or DBM set (hardware
+/// dirty-state management clears AP`[2]` on the first write, so Linux maps a writable
+/// clean page read-only with DBM); `user` = AP`[1]`;
 /// `executable` = !UXN for a user page and !PXN for a kernel page (the other XN bit is
 /// set by [`LeafAttributes::from_property`]: user pages are never privileged-executable);
 /// `global` = nG clear; `accessed` = AF; `dirty` = DBM set and AP`[2]` clear (hardware
@@ -329,7 +331,10 @@ impl PageAttributes {
 impl LeafAttributes for PageAttributes {
     fn property_in(&self, profile: &Profile) -> PageProperty {
         PageProperty {
-            writable: !self.read_only(),
+            // With DBM set the hardware clears AP[2] on the first write: a read-only DBM
+            // page is writable and clean (how Linux maps every writable page; devpriv
+            // never writes AP[2] with DBM).
+            writable: !self.read_only() || self.dbm(),
             user: self.el0_access(),
             executable: if self.el0_access() {
                 !self.uxn()
