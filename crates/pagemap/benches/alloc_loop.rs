@@ -93,7 +93,7 @@ fn run(size: PageSize, batch: usize, pin: bool) {
     let batches = PAIRS_PER_ROUND / batch;
 
     let meta: Vec<PageMeta> = (0..FRAMES).map(|_| PageMeta::new()).collect();
-    let pm = DevicePagemap::new(FRAMES as u64, Owner::new(1), &NoDriver, &meta).unwrap();
+    let pm = DevicePagemap::new(FRAMES as u64, Owner::new(1), &NoDriver, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
     let pinned = pin.then(|| pm.alloc(size).unwrap());

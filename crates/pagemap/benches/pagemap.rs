@@ -77,7 +77,7 @@ fn buddy() -> FrameAllocator<33> {
 
 fn alloc_free(c: &mut Criterion, size: PageSize, batch: usize, name: &str) {
     let meta = metadata(FRAMES);
-    let pm = DevicePagemap::new(FRAMES as u64, Owner::new(1), &NoDriver, &meta).unwrap();
+    let pm = DevicePagemap::new(FRAMES as u64, Owner::new(1), &NoDriver, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
     let mut fa = buddy();
@@ -311,7 +311,7 @@ fn concurrently(threads: usize, iters: u64, work: &(dyn Fn(u64) + Sync)) -> Dura
 
 fn threads(c: &mut Criterion, n: usize, name: &str) {
     let meta = metadata(FRAMES);
-    let pm = DevicePagemap::new(FRAMES as u64, Owner::new(1), &NoDriver, &meta).unwrap();
+    let pm = DevicePagemap::new(FRAMES as u64, Owner::new(1), &NoDriver, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
     // The steady state: one frame stays allocated on each side (see the module docs).

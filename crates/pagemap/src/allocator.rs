@@ -111,6 +111,10 @@ pub(crate) struct AllocState {
     /// set when a folio joins a stash (under this lock), cleared by a drain that leaves
     /// every slot vacant. Draining an unused stash is then free.
     pub(crate) stash_in_use: bool,
+    /// Whether this pagemap holds the claim of its [`StaticMetadata`]
+    /// (crate::StaticMetadata): taken at its first registration and kept, so that it
+    /// may register again and no other pagemap may.
+    pub(crate) static_claim_held: bool,
 }
 
 impl AllocState {
@@ -137,6 +141,7 @@ impl AllocState {
                 head: 0,
             },
             stash_in_use: false,
+            static_claim_held: false,
         }
     }
 

@@ -714,8 +714,8 @@ mod tests {
     /// 2^27 - 1 references are too many to take one by one in a test: set the count.
     #[test]
     fn refcount_overflow_is_an_error() {
-        let meta = [const { PageMeta::new() }; 4];
-        let pm = DevicePagemap::new(4, Owner::new(1), &NoDriver, &meta).unwrap();
+        let mut meta = [const { PageMeta::new() }; 4];
+        let pm = DevicePagemap::new(4, Owner::new(1), &NoDriver, &mut meta).unwrap();
         let space = DevicePrivateSpace::new();
         space.register(&pm).unwrap();
         let f = pm.alloc(PageSize::Size4KiB).unwrap();
@@ -734,8 +734,8 @@ mod tests {
     #[test]
     #[should_panic(expected = "put of an owned reference failed")]
     fn a_forged_handle_is_caught_at_drop() {
-        let meta = [const { PageMeta::new() }; 4];
-        let pm = DevicePagemap::new(4, Owner::new(1), &NoDriver, &meta).unwrap();
+        let mut meta = [const { PageMeta::new() }; 4];
+        let pm = DevicePagemap::new(4, Owner::new(1), &NoDriver, &mut meta).unwrap();
         let space = DevicePrivateSpace::new();
         space.register(&pm).unwrap();
         let folio = pm.alloc(PageSize::Size4KiB).unwrap().into_raw();

@@ -32,8 +32,8 @@
 //!     fn folio_free(&self, _folio: Folio<'_>) {}
 //! }
 //!
-//! let metadata: Vec<PageMeta> = (0..1024).map(|_| PageMeta::new()).collect();
-//! let pagemap = DevicePagemap::new(1024, Owner::new(1), &Driver, &metadata).unwrap();
+//! let mut metadata: Vec<PageMeta> = (0..1024).map(|_| PageMeta::new()).collect();
+//! let pagemap = DevicePagemap::new(1024, Owner::new(1), &Driver, &mut metadata).unwrap();
 //! let space = DevicePrivateSpace::new();
 //! let id = space.register(&pagemap).unwrap();
 //!
@@ -73,6 +73,8 @@ pub use folio::{Folio, FolioRef, LockedFolio, Page, SplitError, SplitFolios, Try
 #[cfg(not(loom))]
 pub use meta::METADATA_BYTES_PER_PAGE;
 pub use meta::{AddressSpaceId, DriverWord, PageMeta, ReverseMap};
+#[cfg(not(loom))]
+pub use pagemap::StaticMetadata;
 pub use pagemap::{AllocFailures, AllocatedFolios, DevicePagemap, Owner, PagemapOps};
 pub use space::{DevicePrivateSpace, MAX_PAGEMAP_PAGES, PagemapId, SLOT_PAGES, SLOTS};
 #[cfg(all(feature = "alloc", not(loom)))]

@@ -86,11 +86,14 @@ impl PageMeta {
     /// bit pattern is a valid `PageMeta`, but only zero means "free"); and for `'a` the
     /// memory must not be accessed except through the returned slice.
     #[cfg(not(loom))]
-    pub unsafe fn slice_from_zeroed_raw<'a>(ptr: *mut PageMeta, pages: usize) -> &'a [PageMeta] {
+    pub unsafe fn slice_from_zeroed_raw<'a>(
+        ptr: *mut PageMeta,
+        pages: usize,
+    ) -> &'a mut [PageMeta] {
         // SAFETY: the caller guarantees that `ptr` is valid, aligned and exclusively ours
-        // for `pages` records for `'a`; `PageMeta` is two `AtomicU64`s, for which every
-        // bit pattern (zero in particular) is valid, and atomics allow shared mutation.
-        unsafe { core::slice::from_raw_parts(ptr, pages) }
+        // for `pages` records for `'a` (so an exclusive slice is sound); `PageMeta` is two
+        // `AtomicU64`s, for which every bit pattern (zero in particular) is valid.
+        unsafe { core::slice::from_raw_parts_mut(ptr, pages) }
     }
 }
 

@@ -55,6 +55,48 @@ pub trait PagemapOps: Sync {
     }
 }
 
+/// Page metadata that a `static` can hold: `N` zeroed records and a flag that the
+/// first registration of a pagemap made from it ([`DevicePagemap::from_static`]) claims,
+/// so that no second pagemap over the same records registers, in any space.
+#[cfg(not(loom))]
+pub struct StaticMetadata<const N: usize> {
+    records: [PageMeta; N],
+    claimed: core::sync::atomic::AtomicBool,
+}
+
+#[cfg(not(loom))]
+impl<const N: usize> StaticMetadata<N> {
+    /// `N` zeroed records, unclaimed. `const`.
+    pub const fn new() -> Self {
+        Self {
+            records: [const { PageMeta::new() }; N],
+            claimed: core::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a pagemap has claimed the records (by registering).
+    pub fn is_claimed(&self) -> bool {
+        self.claimed.load(core::sync::atomic::Ordering::Acquire)
+    }
+}
+
+#[cfg(not(loom))]
+impl<const N: usize> Default for StaticMetadata<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(not(loom))]
+impl<const N: usize> fmt::Debug for StaticMetadata<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticMetadata")
+            .field("pages", &N)
+            .field("claimed", &self.is_claimed())
+            .finish()
+    }
+}
+
 /// How many allocations of one size the test hook fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AllocFailures {
@@ -74,7 +116,11 @@ pub enum AllocFailures {
 /// [`DevicePrivateSpace`](crate::DevicePrivateSpace) to give its pages indices and to
 /// allocate from it.
 pub struct DevicePagemap<'a> {
+    /// The metadata: borrowed exclusively by the constructor (or claimed at
+    /// registration, for [`StaticMetadata`]), kept shared since all access is atomic.
     pub(crate) meta: &'a [PageMeta],
+    /// The claim flag of the [`StaticMetadata`] the pagemap was made from, if it was.
+    pub(crate) static_claim: Option<&'a core::sync::atomic::AtomicBool>,
     pages: u64,
     /// Pages in full 2 MiB chunks (a page below this may be part of a 2 MiB folio).
     pub(crate) chunked_pages: u64,
@@ -119,6 +165,7 @@ macro_rules! pagemap_value {
     ($meta:expr, $pages:expr, $owner:expr, $ops:expr) => {
         Self {
             meta: $meta,
+            static_claim: None,
             pages: $pages,
             chunked_pages: $pages & !(CHUNK_PAGES - 1),
             owner: $owner,
@@ -137,10 +184,33 @@ macro_rules! pagemap_value {
 impl<'a> DevicePagemap<'a> {
     /// A pagemap of `pages` 4 KiB pages owned by `owner`, driven by `ops`, with
     /// `metadata` (at least `pages` records, all zero) as its page metadata. O(1), and
-    /// `const`, so that a kernel can keep a pagemap in a `static`:
+    /// `const`.
+    ///
+    /// The metadata is borrowed exclusively for `'a`, so that two pagemaps cannot be
+    /// built over the same records (they would hand out each other's pages):
+    ///
+    /// ```compile_fail,E0499
+    /// use devpriv_pagemap::{DevicePagemap, Folio, Owner, PageMeta, PagemapOps};
+    ///
+    /// struct Driver;
+    /// impl PagemapOps for Driver {
+    ///     fn folio_free(&self, _folio: Folio<'_>) {}
+    /// }
+    ///
+    /// let mut metadata: Vec<PageMeta> = (0..8).map(|_| PageMeta::new()).collect();
+    /// let a = DevicePagemap::new(8, Owner::new(1), &Driver, &mut metadata).unwrap();
+    /// let b = DevicePagemap::new(8, Owner::new(2), &Driver, &mut metadata).unwrap();
+    /// drop((a, b));
+    /// ```
+    ///
+    /// A `static` array cannot be borrowed mutably: a kernel that keeps its pagemap in a
+    /// `static` uses [`StaticMetadata`] and [`DevicePagemap::from_static`] instead, whose
+    /// exclusivity is checked when the pagemap is registered:
     ///
     /// ```
-    /// use devpriv_pagemap::{DevicePagemap, DevicePrivateSpace, Folio, Owner, PageMeta, PagemapOps};
+    /// use devpriv_pagemap::{
+    ///     DevicePagemap, DevicePrivateSpace, Folio, Owner, PagemapOps, StaticMetadata,
+    /// };
     /// use devpriv_pte::PageSize;
     ///
     /// struct Driver;
@@ -149,9 +219,9 @@ impl<'a> DevicePagemap<'a> {
     /// }
     ///
     /// static DRIVER: Driver = Driver;
-    /// static METADATA: [PageMeta; 1024] = [const { PageMeta::new() }; 1024];
+    /// static METADATA: StaticMetadata<1024> = StaticMetadata::new();
     /// static VRAM: DevicePagemap<'static> =
-    ///     match DevicePagemap::new(1024, Owner::new(1), &DRIVER, &METADATA) {
+    ///     match DevicePagemap::from_static(1024, Owner::new(1), &DRIVER, &METADATA) {
     ///         Ok(pagemap) => pagemap,
     ///         Err(_) => panic!("the sizes above are valid"),
     ///     };
@@ -166,10 +236,35 @@ impl<'a> DevicePagemap<'a> {
         pages: u64,
         owner: Owner,
         ops: &'a dyn PagemapOps,
-        metadata: &'a [PageMeta],
+        metadata: &'a mut [PageMeta],
     ) -> Result<Self, RegisterError> {
+        // The exclusive borrow is what keeps other pagemaps off these records; from
+        // here on all access is atomic, through a shared reference.
+        let metadata: &'a [PageMeta] = metadata;
         match checked_metadata(pages, metadata) {
             Ok(meta) => Ok(pagemap_value!(meta, pages, owner, ops)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A pagemap of `pages` pages over the records of `metadata`, which a `static` can
+    /// hold (see [`DevicePagemap::new`]). `const`. The first registration of the
+    /// pagemap claims `metadata` for it for good: registering another pagemap made from
+    /// the same `StaticMetadata`, in any space, fails with
+    /// [`RegisterError::AliasedMetadata`].
+    #[cfg(not(loom))]
+    pub const fn from_static<const N: usize>(
+        pages: u64,
+        owner: Owner,
+        ops: &'a dyn PagemapOps,
+        metadata: &'a StaticMetadata<N>,
+    ) -> Result<Self, RegisterError> {
+        match checked_metadata(pages, &metadata.records) {
+            Ok(meta) => {
+                let mut pagemap = pagemap_value!(meta, pages, owner, ops);
+                pagemap.static_claim = Some(&metadata.claimed);
+                Ok(pagemap)
+            }
             Err(e) => Err(e),
         }
     }
@@ -181,10 +276,33 @@ impl<'a> DevicePagemap<'a> {
         pages: u64,
         owner: Owner,
         ops: &'a dyn PagemapOps,
-        metadata: &'a [PageMeta],
+        metadata: &'a mut [PageMeta],
     ) -> Result<Self, RegisterError> {
         let meta = checked_metadata(pages, metadata)?;
         Ok(pagemap_value!(meta, pages, owner, ops))
+    }
+
+    /// Claims this pagemap's [`StaticMetadata`], if it was made from one (the
+    /// allocator, locked by the caller: `state`). Fails if another pagemap has it.
+    pub(crate) fn claim_static(&self, state: &mut AllocState) -> Result<(), RegisterError> {
+        let Some(claimed) = self.static_claim else {
+            return Ok(());
+        };
+        if state.static_claim_held {
+            return Ok(());
+        }
+        // Acquire/release: the records a former claimant wrote are not reused anyway
+        // (the claim is never given back); the ordering only keeps the flag honest.
+        claimed
+            .compare_exchange(
+                false,
+                true,
+                core::sync::atomic::Ordering::AcqRel,
+                core::sync::atomic::Ordering::Acquire,
+            )
+            .map_err(|_| RegisterError::AliasedMetadata)?;
+        state.static_claim_held = true;
+        Ok(())
     }
 
     /// Whether this pagemap's metadata or driver words share memory with `other`'s.

@@ -190,13 +190,14 @@ impl<'a> DevicePrivateSpace<'a> {
 
     /// Registers `pagemap`: gives it a slot, so that its pages get indices and it can
     /// allocate. O(1) in the size of the pagemap. A pagemap whose metadata (or driver
-    /// words) overlaps a registered pagemap's is refused with
-    /// [`RegisterError::AliasedMetadata`].
+    /// words) overlaps a registered pagemap's, or whose
+    /// [`StaticMetadata`](crate::StaticMetadata) another pagemap has claimed, is refused
+    /// with [`RegisterError::AliasedMetadata`].
     pub fn register(&self, pagemap: &'a DevicePagemap<'a>) -> Result<PagemapId, RegisterError> {
         let mut cursor = self.cursor.lock();
         // The allocator lock orders registration against allocations, which read the
         // registration under it.
-        let _alloc = pagemap.alloc.lock();
+        let mut alloc = pagemap.alloc.lock();
         if pagemap.registration().is_some() {
             return Err(RegisterError::AlreadyRegistered);
         }
@@ -213,6 +214,9 @@ impl<'a> DevicePrivateSpace<'a> {
                 return Err(RegisterError::AliasedMetadata);
             }
         }
+        // A pagemap made from `StaticMetadata` claims it, once and for good: this
+        // catches a second pagemap over the same records in another space too.
+        pagemap.claim_static(&mut alloc)?;
         let slot = cursor.free().ok_or(RegisterError::SpaceFull)?;
         debug_assert!(self.slots[slot].pagemap.load(Ordering::Relaxed).is_null());
         let s = &self.slots[slot];

@@ -4,7 +4,7 @@ extern crate alloc;
 
 use alloc::alloc::{Layout, alloc_zeroed, dealloc};
 use core::fmt;
-use core::ops::Deref;
+use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
 use crate::meta::PageMeta;
@@ -43,6 +43,13 @@ impl Deref for MetadataStorage {
         // SAFETY: `ptr` points at `pages` records we allocated zeroed (every bit pattern is
         // a valid `PageMeta`) and own until drop; shared access is what atomics allow.
         unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.pages) }
+    }
+}
+
+impl DerefMut for MetadataStorage {
+    fn deref_mut(&mut self) -> &mut [PageMeta] {
+        // SAFETY: as in `deref`; `&mut self` makes the access exclusive.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.pages) }
     }
 }
 

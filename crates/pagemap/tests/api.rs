@@ -58,10 +58,10 @@ fn index_layout_covers_the_40_bit_space() {
 #[test]
 fn register_lookup_unregister() {
     let ops = Recorder::default();
-    let meta = metadata(1000);
-    let a = DevicePagemap::new(1000, Owner::new(7), &ops, &meta).unwrap();
-    let meta_b = metadata(10);
-    let b = DevicePagemap::new(10, Owner::new(8), &ops, &meta_b).unwrap();
+    let mut meta = metadata(1000);
+    let a = DevicePagemap::new(1000, Owner::new(7), &ops, &mut meta).unwrap();
+    let mut meta_b = metadata(10);
+    let b = DevicePagemap::new(10, Owner::new(8), &ops, &mut meta_b).unwrap();
     let space = DevicePrivateSpace::new();
     let ida = space.register(&a).unwrap();
     let idb = space.register(&b).unwrap();
@@ -92,8 +92,8 @@ fn register_lookup_unregister() {
 #[test]
 fn lookup_errors() {
     let ops = Recorder::default();
-    let meta = metadata(100);
-    let a = DevicePagemap::new(100, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(100);
+    let a = DevicePagemap::new(100, Owner::new(1), &ops, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     let id = space.register(&a).unwrap();
     let past_end = DeviceIndex::new(id.base().number() + 100);
@@ -122,20 +122,20 @@ fn lookup_errors() {
 #[test]
 fn registration_errors() {
     let ops = Recorder::default();
-    let meta = metadata(8);
+    let mut meta = metadata(8);
     assert_eq!(
-        DevicePagemap::new(0, Owner::new(1), &ops, &meta).err(),
+        DevicePagemap::new(0, Owner::new(1), &ops, &mut meta).err(),
         Some(RegisterError::ZeroPages)
     );
     assert_eq!(
-        DevicePagemap::new(MAX_PAGEMAP_PAGES + 1, Owner::new(1), &ops, &meta).err(),
+        DevicePagemap::new(MAX_PAGEMAP_PAGES + 1, Owner::new(1), &ops, &mut meta).err(),
         Some(RegisterError::TooManyPages {
             pages: MAX_PAGEMAP_PAGES + 1,
             max: MAX_PAGEMAP_PAGES
         })
     );
     assert_eq!(
-        DevicePagemap::new(9, Owner::new(1), &ops, &meta).err(),
+        DevicePagemap::new(9, Owner::new(1), &ops, &mut meta).err(),
         Some(RegisterError::MetadataTooSmall {
             needed: 9,
             given: 8
@@ -143,7 +143,7 @@ fn registration_errors() {
     );
     let words: Vec<DriverWord> = (0..4).map(|_| DriverWord::new(0)).collect();
     assert_eq!(
-        DevicePagemap::new(8, Owner::new(1), &ops, &meta)
+        DevicePagemap::new(8, Owner::new(1), &ops, &mut meta)
             .unwrap()
             .with_driver_words(&words)
             .err(),
@@ -153,7 +153,7 @@ fn registration_errors() {
         })
     );
 
-    let pm = DevicePagemap::new(8, Owner::new(1), &ops, &meta).unwrap();
+    let pm = DevicePagemap::new(8, Owner::new(1), &ops, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     let other = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
@@ -161,43 +161,33 @@ fn registration_errors() {
     assert_eq!(other.register(&pm), Err(RegisterError::AlreadyRegistered));
 }
 
-/// Two pagemaps over the same (or overlapping) metadata would hand out each other's
-/// pages: the second is refused; disjoint metadata is fine, and so is reuse after the
-/// first leaves the space.
+/// Two pagemaps over the same metadata would hand out each other's pages. `new` borrows
+/// the metadata exclusively, so that does not compile (the `compile_fail` doc test of
+/// `DevicePagemap::new`); disjoint parts of one slice are fine, and shared driver words
+/// are still refused at registration.
 #[test]
-fn aliased_metadata_is_refused() {
+fn disjoint_metadata_is_fine_and_aliased_driver_words_are_refused() {
     let ops = Recorder::default();
-    let meta = metadata(16);
-    let first = DevicePagemap::new(8, Owner::new(1), &ops, &meta[..8]).unwrap();
-    let same = DevicePagemap::new(8, Owner::new(2), &ops, &meta[..8]).unwrap();
-    let overlapping = DevicePagemap::new(4, Owner::new(3), &ops, &meta[6..10]).unwrap();
-    let disjoint = DevicePagemap::new(8, Owner::new(4), &ops, &meta[8..]).unwrap();
+    let mut meta = metadata(16);
+    let (low, high) = meta.split_at_mut(8);
+    let first = DevicePagemap::new(8, Owner::new(1), &ops, low).unwrap();
+    let disjoint = DevicePagemap::new(8, Owner::new(4), &ops, high).unwrap();
     let space = DevicePrivateSpace::new();
     let id = space.register(&first).unwrap();
-    assert_eq!(space.register(&same), Err(RegisterError::AliasedMetadata));
-    assert_eq!(
-        space.register(&overlapping),
-        Err(RegisterError::AliasedMetadata)
-    );
-    let a = first.alloc(PageSize::Size4KiB).unwrap();
-    assert!(
-        same.alloc(PageSize::Size4KiB).is_err(),
-        "an unregistered pagemap allocates nothing"
-    );
-    drop(a);
     space.register(&disjoint).unwrap();
+    drop(first.alloc(PageSize::Size4KiB).unwrap());
     space.unregister(id).unwrap();
-    space.register(&same).unwrap();
     let words: Vec<DriverWord> = (0..8).map(|_| DriverWord::new(0)).collect();
-    let other_meta = metadata(16);
+    let mut other_meta = metadata(16);
     let with_words = |m| {
         DevicePagemap::new(8, Owner::new(5), &ops, m)
             .unwrap()
             .with_driver_words(&words)
             .unwrap()
     };
-    let w1 = with_words(&other_meta[..8]);
-    let w2 = with_words(&other_meta[8..]);
+    let (m1, m2) = other_meta.split_at_mut(8);
+    let w1 = with_words(m1);
+    let w2 = with_words(m2);
     let other_space = DevicePrivateSpace::new();
     other_space.register(&w1).unwrap();
     assert_eq!(
@@ -207,12 +197,57 @@ fn aliased_metadata_is_refused() {
     );
 }
 
+/// Two pagemaps made from one `StaticMetadata`: the first registration claims it for
+/// good, so the second is refused in any space, while the first may register again.
+#[test]
+fn static_metadata_is_claimed_across_spaces() {
+    static OPS: Statics = Statics;
+    static META: StaticMetadata<16> = StaticMetadata::new();
+    struct Statics;
+    impl PagemapOps for Statics {
+        fn folio_free(&self, _: Folio<'_>) {}
+    }
+    let first = DevicePagemap::from_static(16, Owner::new(1), &OPS, &META).unwrap();
+    let second = DevicePagemap::from_static(8, Owner::new(2), &OPS, &META).unwrap();
+    let space = DevicePrivateSpace::new();
+    let other_space = DevicePrivateSpace::new();
+    assert!(!META.is_claimed());
+    let id = space.register(&first).unwrap();
+    assert!(META.is_claimed());
+    let page = first.alloc(PageSize::Size4KiB).unwrap();
+    assert_eq!(
+        other_space.register(&second),
+        Err(RegisterError::AliasedMetadata),
+        "another space would hand out the first pagemap's live pages"
+    );
+    assert_eq!(space.register(&second), Err(RegisterError::AliasedMetadata));
+    drop(page);
+    space.unregister(id).unwrap();
+    // The claim stays with the first pagemap even while it is not registered.
+    assert_eq!(
+        other_space.register(&second),
+        Err(RegisterError::AliasedMetadata)
+    );
+    other_space.register(&first).unwrap();
+    assert!(second.alloc(PageSize::Size4KiB).is_err());
+    // Too small a `StaticMetadata` is refused when the pagemap is made.
+    assert_eq!(
+        DevicePagemap::from_static(17, Owner::new(3), &OPS, &META).err(),
+        Some(RegisterError::MetadataTooSmall {
+            needed: 17,
+            given: 16
+        })
+    );
+}
+
 #[test]
 fn space_full_after_256_pagemaps_and_slot_reuse_bumps_generation() {
     let ops = Recorder::default();
-    let meta = metadata(SLOTS + 1);
-    let maps: Vec<DevicePagemap<'_>> = (0..=SLOTS)
-        .map(|i| DevicePagemap::new(1, Owner::new(i as u64), &ops, &meta[i..i + 1]).unwrap())
+    let mut meta = metadata(SLOTS + 1);
+    let maps: Vec<DevicePagemap<'_>> = meta
+        .chunks_mut(1)
+        .enumerate()
+        .map(|(i, m)| DevicePagemap::new(1, Owner::new(i as u64), &ops, m).unwrap())
         .collect();
     let space = DevicePrivateSpace::new();
     let ids: Vec<PagemapId> = maps[..SLOTS]
@@ -236,8 +271,8 @@ fn space_full_after_256_pagemaps_and_slot_reuse_bumps_generation() {
 #[test]
 fn unregister_refused_while_pages_are_allocated() {
     let ops = Recorder::default();
-    let meta = metadata(512);
-    let pm = DevicePagemap::new(512, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(512);
+    let pm = DevicePagemap::new(512, Owner::new(1), &ops, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     let id = space.register(&pm).unwrap();
     let f = pm.alloc(PageSize::Size4KiB).unwrap();
@@ -255,8 +290,8 @@ fn unregister_refused_while_pages_are_allocated() {
 #[test]
 fn alloc_errors() {
     let ops = Recorder::default();
-    let meta = metadata(600);
-    let pm = DevicePagemap::new(600, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(600);
+    let pm = DevicePagemap::new(600, Owner::new(1), &ops, &mut meta).unwrap();
     assert_eq!(
         pm.alloc(PageSize::Size4KiB).err(),
         Some(AllocError::NotRegistered)
@@ -290,8 +325,8 @@ fn alloc_errors() {
 #[test]
 fn injected_failures() {
     let ops = Recorder::default();
-    let meta = metadata(2048);
-    let pm = DevicePagemap::new(2048, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(2048);
+    let pm = DevicePagemap::new(2048, Owner::new(1), &ops, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
     pm.inject_alloc_failures(PageSize::Size2MiB, AllocFailures::Next(2));
@@ -320,8 +355,8 @@ fn injected_failures() {
 #[test]
 fn references_and_folio_free() {
     let ops = Recorder::default();
-    let meta = metadata(1024);
-    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(1024);
+    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
     let f = pm.alloc(PageSize::Size4KiB).unwrap();
@@ -353,8 +388,8 @@ fn references_and_folio_free() {
 #[test]
 fn a_reference_travels_through_raw_and_back() {
     let ops = Recorder::default();
-    let meta = metadata(8);
-    let pm = DevicePagemap::new(8, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(8);
+    let pm = DevicePagemap::new(8, Owner::new(1), &ops, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
     // A page-table entry takes over the reference...
@@ -376,8 +411,8 @@ fn a_reference_travels_through_raw_and_back() {
 #[test]
 fn locks() {
     let ops = Recorder::default();
-    let meta = metadata(512);
-    let pm = DevicePagemap::new(512, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(512);
+    let pm = DevicePagemap::new(512, Owner::new(1), &ops, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
     let f = pm.alloc(PageSize::Size4KiB).unwrap();
@@ -406,8 +441,8 @@ fn locks() {
 #[test]
 fn large_folio_tails_resolve_to_the_head() {
     let ops = Recorder::default();
-    let meta = metadata(1024);
-    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(1024);
+    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
     let f = pm.alloc(PageSize::Size2MiB).unwrap();
@@ -448,8 +483,8 @@ fn large_folio_tails_resolve_to_the_head() {
 #[test]
 fn split_and_merge() {
     let ops = Recorder::default();
-    let meta = metadata(512);
-    let pm = DevicePagemap::new(512, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(512);
+    let pm = DevicePagemap::new(512, Owner::new(1), &ops, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
     let f = pm.alloc(PageSize::Size2MiB).unwrap().trylock().unwrap();
@@ -513,8 +548,8 @@ fn split_and_merge() {
 #[test]
 fn dropping_a_split_iterator_releases_the_rest() {
     let ops = Recorder::default();
-    let meta = metadata(512);
-    let pm = DevicePagemap::new(512, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(512);
+    let pm = DevicePagemap::new(512, Owner::new(1), &ops, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
     let mut parts = pm
@@ -534,9 +569,9 @@ fn dropping_a_split_iterator_releases_the_rest() {
 #[test]
 fn reverse_map_and_driver_words() {
     let ops = Recorder::default();
-    let meta = metadata(16);
+    let mut meta = metadata(16);
     let words: Vec<DriverWord> = (0..16).map(|_| DriverWord::new(0)).collect();
-    let pm = DevicePagemap::new(16, Owner::new(1), &ops, &meta)
+    let pm = DevicePagemap::new(16, Owner::new(1), &ops, &mut meta)
         .unwrap()
         .with_driver_words(&words)
         .unwrap();
@@ -579,8 +614,8 @@ fn reverse_map_and_driver_words() {
             virtual_page: ReverseMap::MAX_VIRTUAL_PAGE + 1
         })
     );
-    let meta2 = metadata(4);
-    let plain = DevicePagemap::new(4, Owner::new(2), &ops, &meta2).unwrap();
+    let mut meta2 = metadata(4);
+    let plain = DevicePagemap::new(4, Owner::new(2), &ops, &mut meta2).unwrap();
     space.register(&plain).unwrap();
     assert!(plain.page(0).unwrap().driver_word().is_none());
 }
@@ -589,14 +624,14 @@ fn reverse_map_and_driver_words() {
 fn a_static_space_works() {
     static SPACE: DevicePrivateSpace<'static> = DevicePrivateSpace::new();
     static OPS: Statics = Statics;
-    static META: [PageMeta; 8] = [const { PageMeta::new() }; 8];
+    static META: StaticMetadata<8> = StaticMetadata::new();
     struct Statics;
     impl PagemapOps for Statics {
         fn folio_free(&self, _: Folio<'_>) {}
     }
     // In a static too (not leaked: Miri checks for leaks).
     static PM: std::sync::OnceLock<DevicePagemap<'static>> = std::sync::OnceLock::new();
-    let pm = PM.get_or_init(|| DevicePagemap::new(8, Owner::new(1), &OPS, &META).unwrap());
+    let pm = PM.get_or_init(|| DevicePagemap::from_static(8, Owner::new(1), &OPS, &META).unwrap());
     let id = SPACE.register(pm).unwrap();
     let f = pm.alloc(PageSize::Size4KiB).unwrap();
     assert_eq!(SPACE.lookup(f.index()).unwrap(), f.head());
@@ -627,9 +662,9 @@ fn raw_zeroed_metadata() {
 #[cfg(feature = "alloc")]
 #[test]
 fn allocated_zeroed_metadata() {
-    let storage = MetadataStorage::new_zeroed(1 << 20).unwrap();
+    let mut storage = MetadataStorage::new_zeroed(1 << 20).unwrap();
     let ops = Recorder::default();
-    let pm = DevicePagemap::new(1 << 20, Owner::new(1), &ops, &storage).unwrap();
+    let pm = DevicePagemap::new(1 << 20, Owner::new(1), &ops, &mut storage).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
     drop(pm.alloc(PageSize::Size2MiB).unwrap());
@@ -638,8 +673,8 @@ fn allocated_zeroed_metadata() {
 #[test]
 fn page_cache() {
     let ops = Recorder::default();
-    let meta = metadata(1024);
-    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(1024);
+    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &mut meta).unwrap();
     let mut early = PageCache::new(&pm);
     assert_eq!(early.alloc().err(), Some(AllocError::NotRegistered));
     drop(early);
@@ -706,8 +741,8 @@ fn page_cache() {
 #[test]
 fn allocated_folios_walks_heads_only() {
     let ops = Recorder::default();
-    let meta = metadata(1536 + 10);
-    let pm = DevicePagemap::new(1546, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(1536 + 10);
+    let pm = DevicePagemap::new(1546, Owner::new(1), &ops, &mut meta).unwrap();
     assert_eq!(pm.allocated_folios().count(), 0);
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
@@ -744,8 +779,8 @@ fn allocated_folios_walks_heads_only() {
 #[test]
 fn alloc_locked_gives_a_locked_destination() {
     let ops = Recorder::default();
-    let meta = metadata(1024);
-    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(1024);
+    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
     for size in [PageSize::Size4KiB, PageSize::Size2MiB] {
@@ -772,8 +807,8 @@ fn alloc_locked_gives_a_locked_destination() {
 #[test]
 fn page_numbers_are_total() {
     let ops = Recorder::default();
-    let meta = metadata(4);
-    let pm = DevicePagemap::new(4, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(4);
+    let pm = DevicePagemap::new(4, Owner::new(1), &ops, &mut meta).unwrap();
     assert!(matches!(
         pm.page(u64::MAX),
         Err(LookupError::Unknown { .. })
@@ -812,12 +847,12 @@ fn callbacks_may_allocate_and_free() {
         }
     }
     // The ops and the pagemap refer to each other, both on the stack.
-    let meta = metadata(1024);
+    let mut meta = metadata(1024);
     let ops = Reentrant {
         pagemap: OnceLock::new(),
         nested: AtomicBool::new(false),
     };
-    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &meta).unwrap();
+    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &mut meta).unwrap();
     ops.pagemap.set(&pm).ok().unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
@@ -831,8 +866,8 @@ fn callbacks_may_allocate_and_free() {
 #[test]
 fn try_lock_takes_a_reference_and_the_lock_at_once() {
     let ops = Recorder::default();
-    let meta = metadata(1024);
-    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(1024);
+    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
     assert_eq!(
@@ -863,8 +898,8 @@ fn try_lock_takes_a_reference_and_the_lock_at_once() {
 fn the_stash_is_invisible() {
     let ops = Recorder::default();
     // Two full chunks and a tail of 8 pages.
-    let meta = metadata(1024 + 8);
-    let pm = DevicePagemap::new(1024 + 8, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(1024 + 8);
+    let pm = DevicePagemap::new(1024 + 8, Owner::new(1), &ops, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     let id = space.register(&pm).unwrap();
 
@@ -955,8 +990,8 @@ fn the_stash_is_invisible() {
 #[test]
 fn a_stashed_folio_can_go_into_a_page_cache() {
     let ops = Recorder::default();
-    let meta = metadata(1024);
-    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta = metadata(1024);
+    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     let id = space.register(&pm).unwrap();
     let batch: Vec<_> = (0..8)

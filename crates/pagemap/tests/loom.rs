@@ -25,7 +25,7 @@ struct Fixture {
 
 fn fixture(pages: u64) -> Fixture {
     let ops: &'static Counter = Box::leak(Box::new(Counter(AtomicUsize::new(0))));
-    let meta: &'static [PageMeta] = Box::leak((0..pages).map(|_| PageMeta::new()).collect());
+    let meta: &'static mut [PageMeta] = Box::leak((0..pages).map(|_| PageMeta::new()).collect());
     let pagemap: &'static DevicePagemap<'static> = Box::leak(Box::new(
         DevicePagemap::new(pages, Owner::new(1), ops, meta).unwrap(),
     ));

@@ -139,8 +139,8 @@ fn check(pm: &DevicePagemap<'_>, model: &Model) {
 
 fn run(ops: Vec<Op>) {
     let ops_impl = Recorder::default();
-    let meta: Vec<PageMeta> = (0..PAGES).map(|_| PageMeta::new()).collect();
-    let pm = DevicePagemap::new(PAGES, Owner::new(1), &ops_impl, &meta).unwrap();
+    let mut meta: Vec<PageMeta> = (0..PAGES).map(|_| PageMeta::new()).collect();
+    let pm = DevicePagemap::new(PAGES, Owner::new(1), &ops_impl, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     let id = space.register(&pm).unwrap();
     let mut model = Model::default();

@@ -23,8 +23,8 @@ const OPERATIONS: u64 = if cfg!(miri) { 300 } else { 100_000 };
 #[test]
 fn threads_hammer_one_pagemap() {
     let ops = Counter(AtomicUsize::new(0));
-    let meta: Vec<PageMeta> = (0..PAGES).map(|_| PageMeta::new()).collect();
-    let pm = DevicePagemap::new(PAGES, Owner::new(1), &ops, &meta).unwrap();
+    let mut meta: Vec<PageMeta> = (0..PAGES).map(|_| PageMeta::new()).collect();
+    let pm = DevicePagemap::new(PAGES, Owner::new(1), &ops, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     let id = space.register(&pm).unwrap();
     let allocations = AtomicUsize::new(0);
