@@ -92,7 +92,7 @@ fn run(size: PageSize, batch: usize, pin: bool) {
     let frames = size.frames() as usize;
     let batches = PAIRS_PER_ROUND / batch;
 
-    let meta: Vec<PageMeta> = (0..FRAMES).map(|_| PageMeta::new()).collect();
+    let mut meta: Vec<PageMeta> = (0..FRAMES).map(|_| PageMeta::new()).collect();
     let pm = DevicePagemap::new(FRAMES as u64, Owner::new(1), &NoDriver, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();

@@ -76,7 +76,7 @@ fn buddy() -> FrameAllocator<33> {
 }
 
 fn alloc_free(c: &mut Criterion, size: PageSize, batch: usize, name: &str) {
-    let meta = metadata(FRAMES);
+    let mut meta = metadata(FRAMES);
     let pm = DevicePagemap::new(FRAMES as u64, Owner::new(1), &NoDriver, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();
@@ -129,9 +129,9 @@ fn alloc_free_order9(c: &mut Criterion) {
 }
 
 fn lookup(c: &mut Criterion) {
-    let meta: Vec<Vec<PageMeta>> = (0..4).map(|_| metadata(1 << 16)).collect();
+    let mut meta: Vec<Vec<PageMeta>> = (0..4).map(|_| metadata(1 << 16)).collect();
     let maps: Vec<DevicePagemap<'_>> = meta
-        .iter()
+        .iter_mut()
         .enumerate()
         .map(|(i, m)| DevicePagemap::new(1 << 16, Owner::new(i as u64), &NoDriver, m).unwrap())
         .collect();
@@ -175,7 +175,7 @@ struct LinuxStylePage {
 }
 
 /// Registers (and unregisters) a pagemap of `pages` pages over `meta` in a fresh space.
-fn register_once(pages: usize, meta: &[PageMeta]) {
+fn register_once(pages: usize, meta: &mut [PageMeta]) {
     let space = DevicePrivateSpace::new();
     let pm = DevicePagemap::new(pages as u64, Owner::new(1), &NoDriver, meta).unwrap();
     let id = space.register(black_box(&pm)).unwrap();
@@ -229,11 +229,11 @@ fn register_1gib(c: &mut Criterion) {
     const PAGES: usize = 1 << 18;
     let mut g = quick(c, "pagemap: register 1GiB");
     let mut meta = metadata(PAGES);
-    g.bench_function("devpriv", |b| b.iter(|| register_once(PAGES, &meta)));
+    g.bench_function("devpriv", |b| b.iter(|| register_once(PAGES, &mut meta)));
     g.bench_function("devpriv-memset-metadata", |b| {
         b.iter(|| {
             meta.fill_with(PageMeta::new);
-            register_once(PAGES, black_box(&meta));
+            register_once(PAGES, black_box(&mut meta));
         })
     });
     g.bench_function("devpriv-calloc-metadata", |b| {
@@ -261,7 +261,7 @@ fn register_1tib(c: &mut Criterion) {
         // SAFETY: a fresh zeroed allocation of `PAGES` records, used only through this
         // slice and freed after its last use below.
         let meta = unsafe { PageMeta::slice_from_zeroed_raw(raw, PAGES) };
-        g.bench_function("devpriv", |b| b.iter(|| register_once(PAGES, meta)));
+        g.bench_function("devpriv", |b| b.iter(|| register_once(PAGES, &mut *meta)));
         // SAFETY: allocated above with this layout; `meta` is no longer used.
         unsafe { std::alloc::dealloc(raw.cast(), layout) };
     }
@@ -278,7 +278,7 @@ fn register_1tib(c: &mut Criterion) {
                 scaled(iters, META_SCALE, || {
                     meta.fill_with(PageMeta::new);
                     black_box(&meta);
-                }) + scaled(iters, 1, || register_once(part, &meta))
+                }) + scaled(iters, 1, || register_once(part, &mut meta))
             })
         });
     }
@@ -310,7 +310,7 @@ fn concurrently(threads: usize, iters: u64, work: &(dyn Fn(u64) + Sync)) -> Dura
 }
 
 fn threads(c: &mut Criterion, n: usize, name: &str) {
-    let meta = metadata(FRAMES);
+    let mut meta = metadata(FRAMES);
     let pm = DevicePagemap::new(FRAMES as u64, Owner::new(1), &NoDriver, &mut meta).unwrap();
     let space = DevicePrivateSpace::new();
     space.register(&pm).unwrap();

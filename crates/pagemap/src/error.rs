@@ -38,7 +38,8 @@ pub enum RegisterError {
         max: u64,
     },
     /// The pagemap's metadata (or driver words) overlaps that of a pagemap already
-    /// registered in the space: the two would hand out each other's pages.
+    /// registered in the space, or its [`StaticMetadata`](crate::StaticMetadata) was
+    /// claimed by another pagemap: the two would hand out each other's pages.
     AliasedMetadata,
     /// The metadata slice has fewer records than the pagemap has pages.
     MetadataTooSmall {
@@ -144,9 +145,10 @@ impl fmt::Display for RegisterError {
                 write!(f, "{given} driver words given, {needed} needed")
             }
             Self::AlreadyRegistered => f.write_str("the pagemap is already registered"),
-            Self::AliasedMetadata => {
-                f.write_str("the pagemap's metadata overlaps that of a pagemap already registered")
-            }
+            Self::AliasedMetadata => f.write_str(
+                "the pagemap's metadata overlaps that of a pagemap already registered, or \
+                 another pagemap has claimed it",
+            ),
             Self::SpaceFull => f.write_str("every slot of the device-private space is in use"),
         }
     }
