@@ -175,7 +175,8 @@ struct World {
 fn world(table_frames: usize) -> World {
     let ram: &'static Ram = Box::leak(Box::new(Ram::new(DEVICE_PAGES + 1024, 1024)));
     let driver: &'static Driver = Box::leak(Box::new(Driver { ram }));
-    let meta: &'static [PageMeta] = Box::leak((0..DEVICE_PAGES).map(|_| PageMeta::new()).collect());
+    let meta: &'static mut [PageMeta] =
+        Box::leak((0..DEVICE_PAGES).map(|_| PageMeta::new()).collect());
     let pagemap: &'static DevicePagemap<'static> = Box::leak(Box::new(
         DevicePagemap::new(DEVICE_PAGES, OWNER, driver, meta).unwrap(),
     ));

@@ -60,7 +60,7 @@
 //!
 //! let ram: &'static SystemRam = Box::leak(Box::new(SystemRam::new(64)));
 //! let device = Box::leak(Box::new(Device { memory: (0..16).map(|_| Default::default()).collect(), ram }));
-//! let meta: &'static [PageMeta] = Box::leak((0..16).map(|_| PageMeta::new()).collect());
+//! let meta: &'static mut [PageMeta] = Box::leak((0..16).map(|_| PageMeta::new()).collect());
 //! let pagemap = Box::leak(Box::new(DevicePagemap::new(16, Owner::new(1), device, meta).unwrap()));
 //! let devices: &'static DeviceMemory<P> = Box::leak(Box::new(DeviceMemory::new()));
 //! devices.register(pagemap, device).unwrap();

@@ -160,7 +160,7 @@ fn fault_page_errors() {
         }
     }
     // Re-register the device's driver: use a fresh pagemap with the misusing driver.
-    let meta: &'static [devpriv_pagemap::PageMeta] =
+    let meta: &'static mut [devpriv_pagemap::PageMeta] =
         Box::leak((0..16).map(|_| devpriv_pagemap::PageMeta::new()).collect());
     let device: &'static Device = w.device;
     let pm: &'static devpriv_pagemap::DevicePagemap<'static> = Box::leak(Box::new(
@@ -239,7 +239,7 @@ fn destination_errors() {
     impl devpriv_pagemap::PagemapOps for Nobody {
         fn folio_free(&self, _: devpriv_pagemap::Folio<'_>) {}
     }
-    let meta: &'static [devpriv_pagemap::PageMeta] =
+    let meta: &'static mut [devpriv_pagemap::PageMeta] =
         Box::leak((0..4).map(|_| devpriv_pagemap::PageMeta::new()).collect());
     let foreign: &'static devpriv_pagemap::DevicePagemap<'static> = Box::leak(Box::new(
         devpriv_pagemap::DevicePagemap::new(4, devpriv_pagemap::Owner::new(77), &Nobody, meta)

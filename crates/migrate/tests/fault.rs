@@ -101,7 +101,7 @@ fn a_failing_driver_is_a_bus_error() {
     let w = world::<X86_64>(4096, 4096);
     // A third pagemap with a driver that refuses.
     let device: &'static Device = w.device;
-    let meta: &'static [devpriv_pagemap::PageMeta] =
+    let meta: &'static mut [devpriv_pagemap::PageMeta] =
         Box::leak((0..512).map(|_| devpriv_pagemap::PageMeta::new()).collect());
     let pm: &'static devpriv_pagemap::DevicePagemap<'static> = Box::leak(Box::new(
         devpriv_pagemap::DevicePagemap::new(512, devpriv_pagemap::Owner::new(9), device, meta)

@@ -39,6 +39,17 @@ impl Arena {
         // SAFETY: `p` is valid until the reclaimer runs, which is after every use.
         unsafe { &*p }
     }
+
+    /// As [`Arena::leak`], exclusively: for a pagemap's metadata, which
+    /// `DevicePagemap::new` borrows mutably.
+    fn leak_mut<T: 'static>(&mut self, value: T) -> &'static mut T {
+        let p = Box::into_raw(Box::new(value));
+        // SAFETY: as in `leak`.
+        self.0
+            .push(Box::new(move || drop(unsafe { Box::from_raw(p) })));
+        // SAFETY: as in `leak`; the one reference handed out is the only one.
+        unsafe { &mut *p }
+    }
 }
 
 impl Drop for Arena {
@@ -261,9 +272,9 @@ fn fixture(arena: &mut Arena) -> Fixture {
         freed: AtomicUsize::new(0),
     });
     dev.ram.set(ram).ok().unwrap();
-    let meta: &'static [PageMeta] = arena
-        .leak((0..2).map(|_| PageMeta::new()).collect::<Vec<_>>())
-        .as_slice();
+    let meta: &'static mut [PageMeta] = arena
+        .leak_mut((0..2).map(|_| PageMeta::new()).collect::<Vec<_>>())
+        .as_mut_slice();
     let pagemap = arena.leak(DevicePagemap::new(2, dev.owner, dev, meta).unwrap());
     let devices = arena.leak(DeviceMemory::<LoomPlatform>::new());
     devices.register(pagemap, dev).unwrap();

@@ -127,12 +127,11 @@ impl<F: PagingFormat> Dmirror<F> {
             mirrors: Mutex::new(Vec::new()),
             counters: DeviceCounters::default(),
         });
-        let meta: &'static [PageMeta] = leak(
+        let meta: &'static mut [PageMeta] = Box::leak(
             (0..config.pages)
                 .map(|_| PageMeta::new())
-                .collect::<Vec<_>>(),
-        )
-        .as_slice();
+                .collect::<Box<[_]>>(),
+        );
         let pagemap: &'static DevicePagemap<'static> = leak(
             DevicePagemap::new(config.pages, device.owner, device, meta)
                 .expect("a device of at least one page"),

@@ -202,7 +202,7 @@ fn register<F: PagingFormat>(
     device: &'static Device,
     pages: u64,
 ) {
-    let meta: &'static [PageMeta] = Box::leak((0..pages).map(|_| PageMeta::new()).collect());
+    let meta: &'static mut [PageMeta] = Box::leak((0..pages).map(|_| PageMeta::new()).collect());
     let pagemap: &'static DevicePagemap<'static> = Box::leak(Box::new(
         DevicePagemap::new(pages, device.owner, device, meta).unwrap(),
     ));

@@ -23,7 +23,7 @@ use devpriv_migrate::{
     AddressSpace, AddressSpaceParts, AddressSpaces, DeviceMemory, FaultOutcome, MigratePfn, Vma,
     Vmas, handle_fault,
 };
-use devpriv_pagemap::{AddressSpaceId, DevicePagemap, PageMeta, PagemapId};
+use devpriv_pagemap::{AddressSpaceId, DevicePagemap, PagemapId, StaticMetadata};
 use devpriv_paging::{OffsetMapper, PageTable};
 use devpriv_pte::{Level, PageProperty, Pfn};
 use spin::{Mutex, Once};
@@ -136,7 +136,7 @@ impl InFlight {
 /// (`static STACK: StackStorage<MyPlatform> = StackStorage::new();`).
 pub struct StackStorage<P: Platform> {
     ram: Once<KernelRam>,
-    metadata: [PageMeta; DEVICE_PAGES],
+    metadata: StaticMetadata<DEVICE_PAGES>,
     device: Once<SimulatedDevice<P>>,
     pagemap: Once<DevicePagemap<'static>>,
     pagemap_id: Once<PagemapId>,
@@ -178,7 +178,7 @@ impl<P: Platform> StackStorage<P> {
     pub const fn new() -> Self {
         Self {
             ram: Once::new(),
-            metadata: [const { PageMeta::new() }; DEVICE_PAGES],
+            metadata: StaticMetadata::new(),
             device: Once::new(),
             pagemap: Once::new(),
             pagemap_id: Once::new(),
@@ -213,7 +213,7 @@ impl<P: Platform> StackStorage<P> {
             .device
             .call_once(|| SimulatedDevice::new(COPY_WINDOW, ram));
         let pagemap = self.pagemap.call_once(|| {
-            DevicePagemap::new(DEVICE_PAGES as u64, DEVICE_OWNER, device, &self.metadata)
+            DevicePagemap::from_static(DEVICE_PAGES as u64, DEVICE_OWNER, device, &self.metadata)
                 .expect("a pagemap of DEVICE_PAGES pages over zeroed metadata")
         });
         device.attach(pagemap);
