@@ -115,6 +115,10 @@ pub(crate) struct AllocState {
     /// (crate::StaticMetadata): taken at its first registration and kept, so that it
     /// may register again and no other pagemap may.
     pub(crate) static_claim_held: bool,
+    /// Why the last [`take_whole`](Self::take_whole) found nothing: `Some(page)` if the
+    /// next never-used chunk's metadata is not zero (page `page` is the first non-zero
+    /// record), `None` if every chunk is in use.
+    pub(crate) dirty_page: Option<u64>,
 }
 
 impl AllocState {
@@ -142,6 +146,7 @@ impl AllocState {
             },
             stash_in_use: false,
             static_claim_held: false,
+            dirty_page: None,
         }
     }
 
@@ -337,6 +342,8 @@ impl AllocState {
         );
     }
 
+    /// Takes a whole chunk: a listed one, else the next never-used one (if its metadata
+    /// is zero; else [`dirty_page`](Self::dirty_page) says where it is not).
     #[inline]
     fn take_whole(&mut self, meta: &[PageMeta]) -> Option<u64> {
         let chunk = if self.whole_head != 0 {
@@ -346,9 +353,18 @@ impl AllocState {
                 .load(Ordering::Relaxed);
             chunk
         } else if self.watermark < self.full_chunks {
+            // A never-used chunk: its metadata must be zero (free), or its records would
+            // be read as allocator and folio state. Checked once, when it is first
+            // opened, so creating a pagemap stays O(1).
+            let chunk = self.watermark;
+            if let Some(page) = first_nonzero(meta, chunk) {
+                self.dirty_page = Some(page);
+                return None;
+            }
             self.watermark += 1;
-            self.watermark - 1
+            chunk
         } else {
+            self.dirty_page = None;
             return None;
         };
         self.whole_chunks -= 1;
@@ -541,4 +557,25 @@ fn publish(meta: &PageMeta, folio: u64) {
     let w = meta.state.load(Ordering::Relaxed);
     debug_assert_eq!(w & word::FOLIO_HALF, 0);
     meta.state.store(w | folio, Ordering::Release);
+}
+
+/// The first page of never-used chunk `chunk` whose record is not zero, if any: 512
+/// loads of each word, once per chunk in the pagemap's life. Loom models skip the check
+/// (their metadata is zero, and the loads would only add states to explore).
+#[cfg(not(loom))]
+fn first_nonzero(meta: &[PageMeta], chunk: u64) -> Option<u64> {
+    let base = chunk * CHUNK_PAGES;
+    let records = &meta[base as usize..(base + CHUNK_PAGES) as usize];
+    // The allocator lock is held and no one writes a never-used record, so relaxed
+    // loads see what the memory holds.
+    records
+        .iter()
+        .position(|m| m.state.load(Ordering::Relaxed) | m.rmap.load(Ordering::Relaxed) != 0)
+        .map(|offset| base + offset as u64)
+}
+
+/// Loom models' metadata is zero: not checked (see the other `first_nonzero`).
+#[cfg(loom)]
+fn first_nonzero(_meta: &[PageMeta], _chunk: u64) -> Option<u64> {
+    None
 }

@@ -165,7 +165,10 @@ impl<'a> PageCache<'a> {
             }
         }
         if self.len == 0 {
-            Err(AllocError::OutOfMemory)
+            Err(match alloc.dirty_page {
+                Some(page) => AllocError::NonZeroMetadata { page },
+                None => AllocError::OutOfMemory,
+            })
         } else {
             Ok(())
         }

@@ -85,6 +85,15 @@ pub enum AllocError {
     Injected,
     /// The pagemap is not registered in a space, so its pages would have no index.
     NotRegistered,
+    /// The allocator needed a never-used 2 MiB chunk and found its metadata not all
+    /// zero (page `page` of the pagemap is the first non-zero record): the metadata
+    /// given to [`DevicePagemap::new`](crate::DevicePagemap::new) broke its contract.
+    /// The chunk is never handed out; allocations that need a fresh chunk keep failing
+    /// with this, while freed chunks and pages are still reused.
+    NonZeroMetadata {
+        /// The first page (of the pagemap) whose record is not zero.
+        page: u64,
+    },
 }
 
 /// Why a reference, a lock or a split could not be had.
@@ -176,6 +185,10 @@ impl fmt::Display for AllocError {
             Self::OutOfMemory => f.write_str("no free device folio of this size"),
             Self::Injected => f.write_str("allocation failure injected"),
             Self::NotRegistered => f.write_str("the pagemap is not registered"),
+            Self::NonZeroMetadata { page } => write!(
+                f,
+                "the metadata of never-used page {page} is not zero, so its chunk is not used"
+            ),
         }
     }
 }

@@ -1014,3 +1014,33 @@ fn a_stashed_folio_can_go_into_a_page_cache() {
     assert_eq!(pm.whole_chunks(), 2);
     space.unregister(id).unwrap();
 }
+
+/// Metadata must be zero: a never-used chunk whose records are not is found when the
+/// allocator first opens it, and never handed out; the chunks before it still work.
+#[test]
+fn non_zero_metadata_is_refused_when_its_chunk_is_opened() {
+    let ops = Recorder::default();
+    let mut meta = metadata(1024);
+    {
+        // A pagemap over the second chunk's records leaves them used (a 4 KiB folio
+        // never freed): no longer zero.
+        let used = DevicePagemap::new(512, Owner::new(2), &ops, &mut meta[512..]).unwrap();
+        let space = DevicePrivateSpace::new();
+        space.register(&used).unwrap();
+        std::mem::forget(used.alloc(PageSize::Size4KiB).unwrap());
+    }
+    let pm = DevicePagemap::new(1024, Owner::new(1), &ops, &mut meta).unwrap();
+    let space = DevicePrivateSpace::new();
+    space.register(&pm).unwrap();
+    let first = pm.alloc(PageSize::Size2MiB).unwrap();
+    let err = AllocError::NonZeroMetadata { page: 512 };
+    assert_eq!(pm.alloc(PageSize::Size2MiB).err(), Some(err));
+    assert_eq!(pm.alloc(PageSize::Size4KiB).err(), Some(err));
+    assert_eq!(PageCache::new(&pm).alloc().err(), Some(err));
+    drop(first);
+    // The clean chunk is reused; the dirty one still is not.
+    let again = pm.alloc(PageSize::Size2MiB).unwrap();
+    assert_eq!(pm.alloc(PageSize::Size2MiB).err(), Some(err));
+    drop(again);
+    assert!(err.to_string().contains("512"));
+}
