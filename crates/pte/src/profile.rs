@@ -421,9 +421,10 @@ impl Profile {
         types: TypeNumbering::DEVPRIV,
         pat: AttributeTable::from_pat_msr(LINUX_PAT_MSR_VALUE),
         mair: AttributeTable::from_mair(crate::arch::aarch64::MAIR_VALUE),
-        offset_masks: offset_masks(&TypeNumbering::DEVPRIV, 40),
-        x86_64_must_be_set: x86_64_must_be_set(&offset_masks(&TypeNumbering::DEVPRIV, 40)),
-    };
+        offset_masks: [0; 32],
+        x86_64_must_be_set: [0; 32],
+    }
+    .with_derived_masks();
 
     /// A mainline Linux x86_64 guest with 4-level paging (`MAX_PHYSMEM_BITS` 46), every
     /// option on.
@@ -459,12 +460,18 @@ impl Profile {
             types: TypeNumbering::MAINLINE,
             pat: AttributeTable::from_pat_msr(LINUX_PAT_MSR_VALUE),
             mair: AttributeTable::from_mair(LINUX_MAIR_VALUE),
-            offset_masks: offset_masks(&TypeNumbering::MAINLINE, physical_address_bits - 12),
-            x86_64_must_be_set: x86_64_must_be_set(&offset_masks(
-                &TypeNumbering::MAINLINE,
-                physical_address_bits - 12,
-            )),
+            offset_masks: [0; 32],
+            x86_64_must_be_set: [0; 32],
         }
+        .with_derived_masks()
+    }
+
+    /// This profile with the per-type masks recomputed from its width and numbering:
+    /// every constructor and `with_*` that changes either ends here.
+    const fn with_derived_masks(mut self) -> Self {
+        self.offset_masks = offset_masks(&self.types, self.number_bits());
+        self.x86_64_must_be_set = x86_64_must_be_set(&self.offset_masks);
+        self
     }
 
     /// The preset called `name` (`devpriv`, `linux-x86_64-4level`, ...), if any.
@@ -489,17 +496,13 @@ impl Profile {
             return Err(ProfileError::PhysicalAddressBits(bits));
         }
         self.physical_address_bits = bits;
-        self.offset_masks = offset_masks(&self.types, bits - 12);
-        self.x86_64_must_be_set = x86_64_must_be_set(&self.offset_masks);
-        Ok(self)
+        Ok(self.with_derived_masks())
     }
 
     /// This profile with another type numbering.
     pub const fn with_types(mut self, types: TypeNumbering) -> Self {
         self.types = types;
-        self.offset_masks = offset_masks(&types, self.number_bits());
-        self.x86_64_must_be_set = x86_64_must_be_set(&self.offset_masks);
-        self
+        self.with_derived_masks()
     }
 
     /// This profile with another x86_64 PAT table.

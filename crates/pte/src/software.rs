@@ -309,11 +309,16 @@ impl Marker {
         if bits & !MARKER_MASK != 0 {
             return None;
         }
-        Some(Self {
+        Some(Self::from_payload(bits))
+    }
+
+    /// The marker with payload bits 0..=2 of `bits` (the rest already checked clear).
+    const fn from_payload(bits: u64) -> Self {
+        Self {
             uffd_wp: bits & 1 != 0,
             poisoned: bits & 2 != 0,
             guard: bits & 4 != 0,
-        })
+        }
     }
 }
 
@@ -435,11 +440,8 @@ impl SoftwareKind {
             TypeMeaning::DeviceExclusive => Self::DeviceExclusive {
                 pfn: Pfn::new(number),
             },
-            TypeMeaning::Marker => Self::Marker(Marker {
-                uffd_wp: offset & 1 != 0,
-                poisoned: offset & 2 != 0,
-                guard: offset & 4 != 0,
-            }),
+            // The profile's mask for a marker is the payload's three bits.
+            TypeMeaning::Marker => Self::Marker(Marker::from_payload(offset)),
         })
     }
 }
