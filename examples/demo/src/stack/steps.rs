@@ -269,6 +269,16 @@ fn pagemap<P: Platform, A: FrameSource, R: Resolver>(cell: &Cell<P, A, R>, stack
     );
 }
 
+/// Maps a fresh 2 MiB frame of system RAM writable at `HUGE`; whether it worked.
+fn map_huge_page<P: Platform>(stack: Stack<P>) -> bool {
+    stack.ram().allocate(PageSize::Size2MiB).is_some_and(|pfn| {
+        stack
+            .space()
+            .map_page(HUGE, pfn, PageSize::Size2MiB, true)
+            .is_ok()
+    })
+}
+
 fn populate<P: Platform, A: FrameSource, R: Resolver>(cell: &Cell<P, A, R>, stack: Stack<P>) {
     expect(cell, BUFFER, BUFFER_PAGES * 4096, Access::Write, true);
     fill(BUFFER, BUFFER_PAGES * 4096, 1);
@@ -281,13 +291,7 @@ fn populate<P: Platform, A: FrameSource, R: Resolver>(cell: &Cell<P, A, R>, stac
              frame"
         ),
     );
-    let ram = stack.ram();
-    let mapped = ram.allocate(PageSize::Size2MiB).is_some_and(|pfn| {
-        stack
-            .space()
-            .map_page(HUGE, pfn, PageSize::Size2MiB, true)
-            .is_ok()
-    });
+    let mapped = map_huge_page(stack);
     fill(HUGE, HUGE_BYTES, 2);
     check(
         cell,
@@ -419,12 +423,7 @@ fn huge_split<P: Platform, A: FrameSource, R: Resolver>(cell: &Cell<P, A, R>, st
         })
         .is_ok();
     let before = ram.live_frames();
-    let mapped = ram.allocate(PageSize::Size2MiB).is_some_and(|pfn| {
-        stack
-            .space()
-            .map_page(HUGE, pfn, PageSize::Size2MiB, true)
-            .is_ok()
-    });
+    let mapped = map_huge_page(stack);
     fill(HUGE, HUGE_BYTES, 2);
     check(
         cell,
