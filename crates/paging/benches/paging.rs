@@ -258,6 +258,17 @@ fn devpriv_unmap_pages<F: devpriv_paging::PagingFormat>(state: &mut Devpriv<F>) 
     }
 }
 
+/// Unmaps the gigabyte one 4 KiB page per call, in the order `order` gives.
+fn devpriv_unmap_pages_in<F: devpriv_paging::PagingFormat>(state: &mut Devpriv<F>, order: &[u64]) {
+    let (table, frames) = state;
+    for &i in order {
+        table
+            .unmap(VA + (i << 12), 4096, frames, &NoInvalidate)
+            .unwrap()
+            .ignore();
+    }
+}
+
 fn devpriv_mapped<F: devpriv_paging::PagingFormat>() -> Devpriv<F> {
     let mut state = devpriv_new::<F>();
     let (table, frames) = &mut state;
@@ -357,6 +368,13 @@ mod x86_peer {
 
     pub fn unmap_pages(s: &mut State) {
         for i in 0..PAGES {
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(VA + (i << 12)));
+            s.table.unmap(page).unwrap().1.ignore();
+        }
+    }
+
+    pub fn unmap_pages_in(s: &mut State, order: &[u64]) {
+        for &i in order {
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(VA + (i << 12)));
             s.table.unmap(page).unwrap().1.ignore();
         }
@@ -480,6 +498,14 @@ mod arm_peer {
         }
     }
 
+    /// As [`unmap_pages`], in the order `order` gives.
+    pub fn unmap_pages_in(m: &mut Map, order: &[u64]) {
+        for &i in order {
+            let va = VA + (i << 12);
+            id_map(m, va, va + 4096, A::empty(), Constraints::empty());
+        }
+    }
+
     pub fn translate_one(m: &Map, va: u64) -> Option<u64> {
         let mut out = None;
         m.walk_range(
@@ -569,6 +595,36 @@ fn x86_rows(c: &mut Criterion) {
         });
         g.bench_function("x86_64-crate", |b| {
             b.iter_custom(|n| timed(n, x86_peer::mapped, x86_peer::unmap_pages, drop))
+        });
+        g.finish();
+    }
+    {
+        // Page by page in a shuffled order: devpriv still frees each level-1 table as
+        // its last page goes; the crate frees none.
+        let order = shuffled_pages();
+        let mut g = group(
+            c,
+            "paging: unmap 1GiB of 4KiB pages page by page in random order (x86_64)",
+        );
+        g.bench_function("devpriv", |b| {
+            b.iter_custom(|n| {
+                timed(
+                    n,
+                    devpriv_mapped::<x86::X86_64>,
+                    |s| devpriv_unmap_pages_in(s, &order),
+                    drop,
+                )
+            })
+        });
+        g.bench_function("x86_64-crate", |b| {
+            b.iter_custom(|n| {
+                timed(
+                    n,
+                    x86_peer::mapped,
+                    |s| x86_peer::unmap_pages_in(s, &order),
+                    drop,
+                )
+            })
         });
         g.finish();
     }
@@ -738,6 +794,39 @@ fn arm_rows(c: &mut Criterion) {
         });
         g.bench_function("aarch64-paging", |b| {
             b.iter_custom(|n| timed(n, arm_peer::mapped, arm_peer::unmap_pages, drop))
+        });
+        g.finish();
+    }
+    {
+        let order = shuffled_pages();
+        let mut peer = arm_peer::mapped();
+        arm_peer::unmap_pages_in(&mut peer, &order);
+        assert_eq!(arm_peer::translate_one(&peer, VA + 0x5000), None);
+        // Page by page in a shuffled order; devpriv frees each level-1 table as its
+        // last page goes, `aarch64-paging` frees none.
+        let mut g = group(
+            c,
+            "paging: unmap 1GiB of 4KiB pages page by page in random order (aarch64)",
+        );
+        g.bench_function("devpriv", |b| {
+            b.iter_custom(|n| {
+                timed(
+                    n,
+                    devpriv_mapped::<F>,
+                    |s| devpriv_unmap_pages_in(s, &order),
+                    drop,
+                )
+            })
+        });
+        g.bench_function("aarch64-paging", |b| {
+            b.iter_custom(|n| {
+                timed(
+                    n,
+                    arm_peer::mapped,
+                    |m| arm_peer::unmap_pages_in(m, &order),
+                    drop,
+                )
+            })
         });
         g.finish();
     }
