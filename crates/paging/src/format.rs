@@ -29,6 +29,13 @@ pub trait PagingFormat: PteFormat {
     /// value instead of taking the slot for empty.
     const BREAK_MARKER: u64;
 
+    /// The bits an absent entry may have set: a raw value is [`Entry::Absent`] at every
+    /// level exactly when it has no other bit set (x86_64: the A and D bits some CPUs
+    /// write into a non-present entry; aarch64: none). Telling absent from live is then
+    /// one mask, with no decode and no branch, which is what lets a table be checked
+    /// for emptiness a cache line at a time.
+    const ABSENT_BITS: u64;
+
     /// The next table if `raw` at `level` is a present table entry (no reserved-bit check).
     fn table_pfn(raw: u64, level: Level) -> Option<Pfn>;
 
@@ -53,6 +60,8 @@ impl PagingFormat for X86_64 {
     /// P clear with PS set at level 2 or 3 is a huge mapping Linux is invalidating, which
     /// decodes as `Entry::ProtNone`.)
     const BREAK_MARKER: u64 = 1 << 4;
+
+    const ABSENT_BITS: u64 = devpriv_pte::arch::x86_64::software::ERRATUM_BITS;
 
     fn is_root_level(level: Level) -> bool {
         matches!(level, Level::L4 | Level::L5)
@@ -95,6 +104,8 @@ impl PagingFormat for X86_64 {
 impl PagingFormat for Aarch64 {
     /// Valid clear; bits 1 and 4, which every invalid devpriv entry leaves clear.
     const BREAK_MARKER: u64 = 1 << 1 | 1 << 4;
+
+    const ABSENT_BITS: u64 = 0;
 
     fn is_root_level(level: Level) -> bool {
         matches!(level, Level::L2 | Level::L3 | Level::L4)
@@ -168,5 +179,41 @@ mod tests {
     fn the_break_marker_is_no_entry_at_any_level() {
         never_decodes::<X86_64>();
         never_decodes::<Aarch64>();
+    }
+
+    /// `raw & !ABSENT_BITS == 0` exactly when `decode` says absent, at every level.
+    fn absent_bits_agree_with_decode<F: PagingFormat>(raw: u64) {
+        for level in [Level::L1, Level::L2, Level::L3, Level::L4] {
+            assert_eq!(
+                raw & !F::ABSENT_BITS == 0,
+                matches!(F::decode(raw, level), Ok(Entry::Absent)),
+                "{:?} {raw:#x} at {level:?}",
+                F::ARCH
+            );
+        }
+    }
+
+    #[test]
+    fn absent_bits_are_what_decode_calls_absent() {
+        // Every value made of absent bits and one more bit (the neighbours of the set),
+        // then a spread of other values.
+        for base in [0, X86_64::ABSENT_BITS, 0x20, 0x40] {
+            absent_bits_agree_with_decode::<X86_64>(base);
+            absent_bits_agree_with_decode::<Aarch64>(base);
+            for bit in 0..64 {
+                absent_bits_agree_with_decode::<X86_64>(base | 1 << bit);
+                absent_bits_agree_with_decode::<Aarch64>(base | 1 << bit);
+            }
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..if cfg!(miri) { 64 } else { 20_000 } {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for raw in [x, x & !1, x & 0x7f, x & !3] {
+                absent_bits_agree_with_decode::<X86_64>(raw);
+                absent_bits_agree_with_decode::<Aarch64>(raw);
+            }
+        }
     }
 }

@@ -61,7 +61,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         self.check_range(va, span, span)?;
         let new = F::encode(entry, level)?;
         let (table, found, raw) = self.walk_to(va, level);
-        if !is_absent::<F>(raw, found) {
+        if !is_absent::<F>(raw) {
             return Err(PagingError::Occupied {
                 va: va & !(found.entry_span() - 1),
                 level: found,
@@ -96,7 +96,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             let slot = self.entry(table, found.table_index(va));
             let next = match F::table_pfn(raw, found) {
                 Some(next) => next,
-                None if is_absent::<F>(raw, found) => {
+                None if is_absent::<F>(raw) => {
                     let frame = self
                         .chain_pop(pool)
                         .expect("the pool holds a frame for every missing table");
@@ -121,7 +121,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                 .expect("a table entry above the target level");
             raw = crate::bbm::settled::<F>(self.entry(table, found.table_index(va)));
         }
-        if is_absent::<F>(raw, found) {
+        if is_absent::<F>(raw) {
             Ok((table, raw))
         } else {
             Err(PagingError::Raced { va })

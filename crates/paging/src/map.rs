@@ -78,7 +78,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         )
         .ok()?;
         let slot = self.entry(table, Level::L1.table_index(va));
-        if !is_absent::<F>(crate::bbm::settled::<F>(slot), Level::L1) {
+        if !is_absent::<F>(crate::bbm::settled::<F>(slot)) {
             return Some(Err(PagingError::Occupied {
                 va,
                 level: Level::L1,
@@ -112,7 +112,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         // Walk down; count the tables the path lacks.
         let (table, level, raw) = self.walk_to(va, target);
         if level == target {
-            if !is_absent::<F>(raw, level) {
+            if !is_absent::<F>(raw) {
                 return Err(PagingError::Occupied {
                     va: va & !(bytes - 1),
                     level,
@@ -125,7 +125,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             }
             return Ok(Flush::none());
         }
-        if !is_absent::<F>(raw, level) {
+        if !is_absent::<F>(raw) {
             return Err(PagingError::Occupied {
                 va: va & !(level.entry_span() - 1),
                 level,
@@ -270,14 +270,14 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             if table.is_none()
                 && Self::is_leaf_chunk(level, plan.max_leaf, es, ee, cs, cl, chunk_pa)
             {
-                if !is_absent::<F>(raw, level) {
+                if !is_absent::<F>(raw) {
                     return Err(PagingError::Occupied { va: es, level });
                 }
             } else if let Some(next) = table {
                 // An existing table (even an empty one) is kept: map below it.
                 let lower = level.next_lower().expect("table entry at level 1");
                 needed += self.plan_map(next, lower, cs, cl, chunk_pa, plan)?;
-            } else if is_absent::<F>(raw, level) {
+            } else if is_absent::<F>(raw) {
                 needed += 1 + Self::tables_below_absent(level, cs, cl, chunk_pa, plan);
             } else {
                 return Err(PagingError::Occupied { va: es, level });

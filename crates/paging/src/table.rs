@@ -216,7 +216,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                 }
                 alloc.free(next);
             } else if let Some(report) = report.as_deref_mut()
-                && !is_absent::<F>(raw, level)
+                && !is_absent::<F>(raw)
             {
                 report(RemovedEntry::new(es, level, raw));
             }
@@ -234,7 +234,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         let span = level.entry_span();
         for (i, entry) in self.entries(table).iter().enumerate() {
             let raw = entry.load(Ordering::Acquire);
-            if !is_absent::<F>(raw, level) {
+            if !is_absent::<F>(raw) {
                 let es = F::canonical(va.wrapping_add(i as u64 * span), self.va_bits());
                 report(RemovedEntry::new(es, level, raw));
             }
@@ -472,7 +472,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         let (table, found, raw) = self.walk_to(va, level);
         let es = va & !(found.entry_span() - 1);
         if found != level {
-            return Err(if is_absent::<F>(raw, found) {
+            return Err(if is_absent::<F>(raw) {
                 PagingError::NotMapped { va }
             } else {
                 PagingError::PartialBlock {
@@ -542,12 +542,12 @@ impl<F: PagingFormat> Translation<F> {
     }
 }
 
-/// Whether `raw` at `level` means "nothing here" (zero, or x86_64's A/D-only erratum
-/// values).
-#[inline]
-pub(crate) fn is_absent<F: PagingFormat>(raw: u64, level: Level) -> bool {
-    // An entry the hardware would use is never absent: no need to decode it.
-    raw == 0 || (!F::is_valid(raw, level) && matches!(F::decode(raw, level), Ok(Entry::Absent)))
+/// Whether `raw` means "nothing here" at any level (zero, or x86_64's A/D-only erratum
+/// values): exactly when `F::decode` says [`Entry::Absent`], by
+/// [`PagingFormat::ABSENT_BITS`].
+#[inline(always)]
+pub(crate) fn is_absent<F: PagingFormat>(raw: u64) -> bool {
+    raw & !F::ABSENT_BITS == 0
 }
 
 /// The span of the entry at `level` containing `va`, clipped to `[start, last]`:

@@ -124,7 +124,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         };
         for &va in ends {
             let (_, level, raw) = self.walk_to(va, Level::L1);
-            if level == Level::L1 || is_absent::<F>(raw, level) {
+            if level == Level::L1 || is_absent::<F>(raw) {
                 continue;
             }
             let es = va & !(level.entry_span() - 1);
@@ -153,8 +153,9 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// it is in the level-1 table the previous `map` or `unmap` used, plus a look at
     /// the entries around the range to tell whether the table is now empty: one entry
     /// when a neighbour is still mapped (as when a table is unmapped page by page in
-    /// address order), otherwise a search outwards that stops at the nearest entry
-    /// still there, a read of the whole table only when it is empty.
+    /// address order), else the cache lines the range lies in, tested a line at a time,
+    /// then a search outwards that stops at the nearest entry still there: a read of
+    /// the whole table only when it is empty.
     #[inline]
     pub fn unmap(
         &mut self,
@@ -184,10 +185,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         // Linked and translatable, as `unmap_in_one_table` explains.
         let entries = self.entries(table);
         let index = Level::L1.table_index(va);
-        let live = |i: usize| {
-            let raw = entries[i].load(Ordering::Acquire);
-            raw != 0 && !is_absent::<F>(raw, Level::L1)
-        };
+        let live = |i: usize| !is_absent::<F>(entries[i].load(Ordering::Acquire));
         if !((index + 1 < entries.len() && live(index + 1)) || (index > 0 && live(index - 1))) {
             return None;
         }
@@ -356,7 +354,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             ),
             None => Flush::none(),
         };
-        if has_live_entry::<F>(entries, first, final_index, Level::L1) {
+        if has_live_entry::<F>(entries, first, final_index) {
             self.l1_cache = Some((key, table));
             return Some(flush);
         }
@@ -386,7 +384,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             self.entry(parent, index).store(0, Ordering::Release);
             flush.add_entry(va, level.shift());
             self.chain_push(&mut chain, child);
-            if depth == 0 || has_live_entry::<F>(self.entries(parent), index, index, level) {
+            if depth == 0 || has_live_entry::<F>(self.entries(parent), index, index) {
                 break;
             }
             child = parent;
@@ -444,11 +442,11 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// Clears `[start, last]` below `table`; returns whether the table is now empty.
     ///
     /// The emptiness check costs O(1) when the table keeps an entry in the range (a
-    /// table below it that is not empty) or next to it; otherwise it scans outwards
-    /// from the range, a cache line of entries at a time, and stops at the first entry
-    /// that is not absent ([`has_live_entry`]). Unmapping a table page by page in
-    /// address order therefore reads O(1) entries per page, plus one full scan when
-    /// the last page goes.
+    /// table below it that is not empty) or in the cache lines the range lies in;
+    /// otherwise it scans outwards from the range, a cache line of entries at a time,
+    /// and stops at the first entry that is not absent ([`has_live_entry`]). Unmapping
+    /// a table page by page in address order therefore reads O(1) entries per page,
+    /// plus one full scan when the last page goes.
     ///
     /// Fails with [`PagingError::PartialBlock`] at a block or software entry above level
     /// 1 that the range covers only in part, before it changes that entry: when the
@@ -508,7 +506,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                 } else {
                     if level != Level::L1
                         && (cs != es || cl != es + (span - 1))
-                        && !is_absent::<F>(raw, level)
+                        && !is_absent::<F>(raw)
                     {
                         return Err(PagingError::PartialBlock { va: es, level });
                     }
@@ -519,7 +517,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                     if F::is_valid(raw, level) {
                         flush.add_entry(es, level.shift());
                     }
-                    if gather.removed.is_some() && !is_absent::<F>(raw, level) {
+                    if gather.removed.is_some() && !is_absent::<F>(raw) {
                         if gather
                             .removed
                             .as_ref()
@@ -537,7 +535,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             es = es.wrapping_add(span);
         }
         // Every entry of the range is absent now unless one was kept.
-        Ok(whole || (!kept && !has_live_entry::<F>(entries, first, final_index, level)))
+        Ok(whole || (!kept && !has_live_entry::<F>(entries, first, final_index)))
     }
 
     /// Pushes `table` (detached, at `level`) and every table below it onto `freed`
@@ -676,56 +674,43 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
 /// Entries per 64-byte cache line.
 const LINE: usize = 8;
 
-/// Whether `entries` (a table at `level`) holds an entry that is not absent, given that
+/// Whether `entries` holds an entry that is not absent, given that
 /// `entries[first..=last]` are all absent.
 ///
-/// The two neighbours of the range are read first: in a table unmapped page by page in
-/// address order (either way) one of them is live, so the answer costs one read. Then
-/// the search starts at the cache lines holding `first` and `last` and moves outwards,
-/// one line at a time on each side, so it stops after reading about as many entries as
-/// lie between the range and the nearest live entry: a whole-table read only when the
-/// table is (nearly) empty. A line whose entries are all zero is skipped without
-/// decoding anything.
+/// It reads what the range's own entries already brought into the cache before anything
+/// else: the neighbours of the range (in a table unmapped page by page in address order,
+/// either way, one of them is live, so the answer costs one read), then the rest of the
+/// range's first and last cache lines, each tested as one word (the entries OR-ed
+/// together, then [`PagingFormat::ABSENT_BITS`] masked off: one branch per line, not one
+/// per entry, which is what keeps a table being emptied in random order from paying a
+/// misprediction per entry). Only when those lines hold nothing live does the search
+/// move outwards, one line at a time on each side, so it stops after reading about as
+/// many entries as lie between the range and the nearest live entry: a whole-table
+/// read only when the table is (nearly) empty.
 #[inline]
-fn has_live_entry<F: PagingFormat>(
-    entries: &TableEntries,
-    first: usize,
-    last: usize,
-    level: Level,
-) -> bool {
-    let live = |cell: &crate::sync::AtomicU64| {
-        let raw = cell.load(Ordering::Acquire);
-        raw != 0 && !is_absent::<F>(raw, level)
-    };
-    (last + 1 < entries.len() && live(&entries[last + 1]))
-        || (first > 0 && live(&entries[first - 1]))
-        || has_live_line::<F>(entries, first, last, level)
+fn has_live_entry<F: PagingFormat>(entries: &TableEntries, first: usize, last: usize) -> bool {
+    has_live_line::<F>(entries, first / LINE, last / LINE)
 }
 
-/// The line-by-line part of [`has_live_entry`].
+/// The line-by-line part of [`has_live_entry`]: whether a line of `entries` holds a live
+/// entry, looking at lines `own_first` and `own_last` first and then outwards.
 fn has_live_line<F: PagingFormat>(
     entries: &TableEntries,
-    first: usize,
-    last: usize,
-    level: Level,
+    own_first: usize,
+    own_last: usize,
 ) -> bool {
     let line_live = |line: usize| {
-        let cells = &entries[line * LINE..(line + 1) * LINE];
         let mut any = 0;
-        for cell in cells {
+        for cell in &entries[line * LINE..(line + 1) * LINE] {
             any |= cell.load(Ordering::Acquire);
         }
-        // Non-zero values may still be absent (x86_64's A/D-only erratum values).
-        any != 0
-            && cells
-                .iter()
-                .any(|cell| !is_absent::<F>(cell.load(Ordering::Acquire), level))
+        !is_absent::<F>(any)
     };
-    let lines = entries.len() / LINE;
-    let (mut down, mut up) = (first / LINE, last / LINE);
-    if line_live(down) || (up != down && line_live(up)) {
+    if line_live(own_first) | line_live(own_last) {
         return true;
     }
+    let lines = entries.len() / LINE;
+    let (mut down, mut up) = (own_first, own_last);
     while down > 0 || up + 1 < lines {
         if up + 1 < lines {
             up += 1;
