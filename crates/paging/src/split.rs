@@ -254,7 +254,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         let Some(next) = F::table_pfn(raw, found).filter(|_| found == level) else {
             return Err(PagingError::NotCollapsible { va: es });
         };
-        self.l1_cache = None;
+        self.forget_cached_tables();
         // A cheap check before touching the live entry.
         let merged = self
             .collapsed(next, level)

@@ -41,6 +41,12 @@ pub struct PageTable<F: PagingFormat, M: PhysMapper> {
     /// right whatever they did meanwhile; it caches where the table is, never what it
     /// holds.
     pub(crate) l1_cache: Option<(u64, Pfn)>,
+    /// The level-2 table (the one holding level-2 entries) that the last walk of a
+    /// `map` or `unmap` went through, keyed by `va >> 30`: when `l1_cache` misses, their
+    /// walk starts there instead of at the root, like a CPU's paging-structure cache.
+    /// It is kept as [`l1_cache`](Self::l1_cache) is: every `&mut self` operation that
+    /// may unlink a table clears both ([`forget_cached_tables`](Self::forget_cached_tables)).
+    pub(crate) l2_cache: Option<(u64, Pfn)>,
     format: PhantomData<fn() -> F>,
 }
 
@@ -110,6 +116,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             root_level,
             mapper,
             l1_cache: None,
+            l2_cache: None,
             format: PhantomData,
         };
         table.zero(root);
@@ -136,6 +143,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             root_level,
             mapper,
             l1_cache: None,
+            l2_cache: None,
             format: PhantomData,
         })
     }
@@ -388,18 +396,58 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// table holds it. The cached table is still linked where it was found: only
     /// `&mut self` operations unlink tables, and every one of them clears or updates the
     /// cache; its key came from a translatable address, and `va` has the same upper bits.
+    ///
+    /// A walk remembers the level-2 table it went through ([`Self::l2_cache`]).
     #[inline(always)]
-    pub(crate) fn level1_table(&self, va: u64, key: u64) -> Option<Pfn> {
+    pub(crate) fn level1_table(&mut self, va: u64, key: u64) -> Option<Pfn> {
         match self.l1_cache {
             Some((cached, table)) if cached == key => Some(table),
-            _ => {
-                self.check_va(va).ok()?;
-                match self.walk_to(va, Level::L1) {
-                    (table, Level::L1, _) => Some(table),
-                    _ => None,
-                }
-            }
+            _ => self.walk_to_level1_table(va),
         }
+    }
+
+    /// The level-1 table translating `va` (whose `va >> 21` is `key`) if the caches
+    /// find it without a walk: the cached level-1 table, or the entry of the cached
+    /// level-2 table (one read). `None` otherwise, or if that entry is not a table.
+    #[inline(always)]
+    pub(crate) fn cached_level1_table(&self, va: u64, key: u64) -> Option<Pfn> {
+        match (self.l1_cache, self.l2_cache) {
+            (Some((cached, table)), _) if cached == key => Some(table),
+            (_, Some((cached, table))) if cached == va >> Level::L3.shift() => {
+                let raw = crate::bbm::settled::<F>(self.entry(table, Level::L2.table_index(va)));
+                F::table_pfn(raw, Level::L2)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`level1_table`](Self::level1_table) past its cache: from the cached level-2
+    /// table when it is the one `va` goes through (it is linked where the walk would
+    /// find it), else one walk from the root.
+    #[inline]
+    fn walk_to_level1_table(&mut self, va: u64) -> Option<Pfn> {
+        self.check_va(va).ok()?;
+        if let Some((key, table)) = self.l2_cache
+            && key == va >> Level::L3.shift()
+        {
+            let raw = crate::bbm::settled::<F>(self.entry(table, Level::L2.table_index(va)));
+            return F::table_pfn(raw, Level::L2);
+        }
+        match self.walk_to(va, Level::L2) {
+            (table, Level::L2, raw) => {
+                self.l2_cache = Some((va >> Level::L3.shift(), table));
+                F::table_pfn(raw, Level::L2)
+            }
+            _ => None,
+        }
+    }
+
+    /// Forgets the cached level-1 and level-2 tables: called by every `&mut self`
+    /// operation that may unlink a table, before it does.
+    #[inline]
+    pub(crate) fn forget_cached_tables(&mut self) {
+        self.l1_cache = None;
+        self.l2_cache = None;
     }
 
     /// Walks from the root towards `va`, stopping at `stop` or at the first entry that

@@ -171,22 +171,45 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     }
 
     /// The fastest case of [`unmap`](Self::unmap), small enough to be inlined into the
-    /// caller's loop: one 4 KiB page in the cached level-1 table, with a neighbour that
-    /// stays mapped (so the table stays).
+    /// caller's loop: one 4 KiB page whose level-1 table is cached (or found through the
+    /// cached level-2 table in one read), with another entry of its cache line, or a
+    /// neighbour across the line's edge, that stays mapped (so the table stays). The
+    /// line is the one the page's own entry brings into the cache, tested as one word,
+    /// so the test mostly costs no other read and one branch.
     ///
     /// Returns `None`, having changed nothing, otherwise.
     #[inline(always)]
     fn unmap_page_in_cached_table(&mut self, va: u64, len: u64) -> Option<Flush> {
-        let (key, table) = self.l1_cache?;
         let page = Level::L1.entry_span();
-        if len != page || va & (page - 1) != 0 || va >> Level::L2.shift() != key {
+        if len != page || va & (page - 1) != 0 {
             return None;
         }
+        let key = va >> Level::L2.shift();
+        // The same level-1 table as the last call: pages are likely going in address
+        // order, and the next or previous entry answers (one read, a branch predicted
+        // right). Another table: the order is likely scattered, and a neighbour is as
+        // likely gone as not, so the line is tested first (a branch that is mostly
+        // right whatever the order).
+        let same_table = matches!(self.l1_cache, Some((cached, _)) if cached == key);
+        let table = self.cached_level1_table(va, key)?;
         // Linked and translatable, as `unmap_in_one_table` explains.
         let entries = self.entries(table);
         let index = Level::L1.table_index(va);
         let live = |i: usize| !is_absent::<F>(entries[i].load(Ordering::Acquire));
-        if !((index + 1 < entries.len() && live(index + 1)) || (index > 0 && live(index - 1))) {
+        let neighbour_live =
+            || (index + 1 < entries.len() && live(index + 1)) || (index > 0 && live(index - 1));
+        let line_live = || {
+            let line = &entries[index & !(LINE - 1)..(index & !(LINE - 1)) + LINE];
+            let mut others = 0;
+            for (i, cell) in line.iter().enumerate() {
+                let raw = cell.load(Ordering::Acquire);
+                others |= if i == index % LINE { 0 } else { raw };
+            }
+            !is_absent::<F>(others)
+        };
+        let keeps_table =
+            (same_table && neighbour_live()) || line_live() || (!same_table && neighbour_live());
+        if !keeps_table {
             return None;
         }
         let raw = entries[index].load(Ordering::Acquire);
@@ -194,16 +217,19 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             // Not while `&mut self` is held; the general path would wait for it.
             return None;
         }
-        if raw == 0 {
-            return Some(Flush::none());
-        }
-        // A plain store, as in `clear`.
-        entries[index].store(0, Ordering::Release);
-        Some(if F::is_valid(raw, Level::L1) {
-            Flush::entry(va, Level::L1.shift())
-        } else {
+        let flush = if raw == 0 {
             Flush::none()
-        })
+        } else {
+            // A plain store, as in `clear`.
+            entries[index].store(0, Ordering::Release);
+            if F::is_valid(raw, Level::L1) {
+                Flush::entry(va, Level::L1.shift())
+            } else {
+                Flush::none()
+            }
+        };
+        self.l1_cache = Some((key, table));
+        Some(flush)
     }
 
     /// [`unmap`](Self::unmap) past its inlined case: a small unmap within one level-1
@@ -258,7 +284,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         // Otherwise the range lies within one level-1 table's span and touches one
         // entry per level above level 1: `clear` checks that entry before it writes
         // anything, so the walk is done once.
-        self.l1_cache = None;
+        self.forget_cached_tables();
         if report.is_none() {
             return self.unmap_gathering(va, last, alloc, tlb, &mut report, None);
         }
@@ -372,7 +398,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         alloc: &mut impl FrameAllocator,
         tlb: &impl TlbInvalidate,
     ) -> Flush {
-        self.l1_cache = None;
+        self.forget_cached_tables();
         let (table, path, mut depth) = self.path_to_l1(va).expect("the table is linked");
         let mut level = Level::L1;
         let mut chain = FrameChain::new();

@@ -1191,6 +1191,83 @@ fn unmap_page_by_page_frees_tables_when_empty_aarch64() {
     unmap_page_by_page_frees_tables_when_empty::<Aarch64>();
 }
 
+/// `map` and `unmap` remember the level-1 and level-2 tables their walks went through;
+/// every call that frees tables forgets them, so a later call in the same gigabyte walks
+/// the new tables instead of reading freed ones (the arena panics on a read of a freed
+/// frame, and the translations below would be wrong).
+fn cached_tables_are_forgotten_when_freed<F: PagingFormat>() {
+    let memory = Memory::new(64);
+    let mut w = world::<F>(&memory);
+    let mut alloc = &memory;
+    let base = 3 * GIB;
+    let mut map_page = |w: &mut World<'_, F>, va: u64| {
+        w.table
+            .map(
+                va,
+                Pfn::containing(va),
+                PageSize::Size4KiB,
+                rw::<F>(),
+                &mut alloc,
+            )
+            .unwrap()
+            .flush(&w.mmu);
+    };
+    let unmap = |w: &mut World<'_, F>, va: u64, len: u64| {
+        let mut alloc = w.memory;
+        w.table
+            .unmap(va, len, &mut alloc, &w.mmu)
+            .unwrap()
+            .flush(&w.mmu);
+    };
+    let empty = memory.live_frames();
+    // Two level-1 tables below one level-2 table, each page's neighbour mapped, so that
+    // the unmaps below take the inlined path through the cached level-2 table.
+    let pages = [base, base + 0x1000, base + 2 * MIB, base + 2 * MIB + 0x1000];
+    for round in 0..3 {
+        for va in pages {
+            map_page(&mut w, va);
+        }
+        for va in pages {
+            assert_eq!(w.mmu.access(va, Access::Read), Ok(va), "round {round}");
+        }
+        match round {
+            // The whole gigabyte in one call: the general path frees both levels.
+            0 => unmap(&mut w, base, GIB),
+            // Page by page, alternating tables: the last pages free the tables.
+            1 => {
+                for va in [pages[0], pages[2], pages[1], pages[3]] {
+                    unmap(&mut w, va, 0x1000);
+                }
+            }
+            // One table's pages, then a page elsewhere in the gigabyte mapped and
+            // unmapped before the other table's pages go.
+            _ => {
+                unmap(&mut w, pages[0], 0x1000);
+                unmap(&mut w, pages[1], 0x1000);
+                map_page(&mut w, base + 8 * MIB);
+                unmap(&mut w, base + 8 * MIB, 0x1000);
+                unmap(&mut w, pages[2], 0x1000);
+                unmap(&mut w, pages[3], 0x1000);
+            }
+        }
+        for va in pages {
+            assert!(w.table.translate(va).is_none(), "round {round}: {va:#x}");
+        }
+        assert_eq!(memory.live_frames(), empty, "round {round}: tables kept");
+    }
+    w.finish();
+}
+
+#[test]
+fn cached_tables_are_forgotten_when_freed_x86_64() {
+    cached_tables_are_forgotten_when_freed::<X86_64>();
+}
+
+#[test]
+fn cached_tables_are_forgotten_when_freed_aarch64() {
+    cached_tables_are_forgotten_when_freed::<Aarch64>();
+}
+
 /// A table emptied through the cursor stays; map_range maps below it.
 #[test]
 fn map_range_reuses_an_empty_table() {
