@@ -30,7 +30,7 @@ pub trait PagingFormat: PteFormat {
     const BREAK_MARKER: u64;
 
     /// The bits an absent entry may have set: a raw value is [`Entry::Absent`] at every
-    /// level exactly when it has no other bit set (x86_64: the A and D bits some CPUs
+    /// level the format has exactly when it has no other bit set (x86_64: the A and D bits some CPUs
     /// write into a non-present entry; aarch64: none). Telling absent from live is then
     /// one mask, with no decode and no branch, which is what lets a table be checked
     /// for emptiness a cache line at a time.
@@ -181,9 +181,15 @@ mod tests {
         never_decodes::<Aarch64>();
     }
 
-    /// `raw & !ABSENT_BITS == 0` exactly when `decode` says absent, at every level.
+    /// `raw & !ABSENT_BITS == 0` exactly when `decode` says absent, at every level the
+    /// format has (level 5 only on x86_64, with LA57).
     fn absent_bits_agree_with_decode<F: PagingFormat>(raw: u64) {
-        for level in [Level::L1, Level::L2, Level::L3, Level::L4] {
+        let levels: &[Level] = if F::is_root_level(Level::L5) {
+            &[Level::L1, Level::L2, Level::L3, Level::L4, Level::L5]
+        } else {
+            &[Level::L1, Level::L2, Level::L3, Level::L4]
+        };
+        for &level in levels {
             assert_eq!(
                 raw & !F::ABSENT_BITS == 0,
                 matches!(F::decode(raw, level), Ok(Entry::Absent)),

@@ -30,7 +30,8 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// write barrier.
     ///
     /// A 4 KiB page whose tables exist costs one walk, or none when it lies in the
-    /// level-1 table the previous `map` or `unmap` used.
+    /// level-1 table the previous `map` or `unmap` used, or one read when it lies
+    /// elsewhere below the level-2 table they used.
     #[inline]
     pub fn map(
         &mut self,

@@ -131,8 +131,9 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     ///
     /// `root` must hold a table of format `F` at `root_level` whose every table entry
     /// points to a table frame `mapper` reaches (see [`PhysMapper`]), and nothing else
-    /// may free or rewrite those tables (other than atomic entry updates) while the
-    /// returned value lives. Frames freed by this value's operations go to the
+    /// may free or rewrite those tables (other than atomic updates of entries that are
+    /// not table entries: a table entry must not be replaced, since the value caches the
+    /// level-1 and level-2 tables its walks went through) while the returned value lives. Frames freed by this value's operations go to the
     /// allocator passed to them, so the tables should have come from that allocator.
     pub unsafe fn from_root(root: Pfn, root_level: Level, mapper: M) -> Result<Self, PagingError> {
         if !F::is_root_level(root_level) {
@@ -392,7 +393,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     }
 
     /// The level-1 table translating `va`, whose level-2 key (`va >> 21`) is `key`:
-    /// the cached one, else one walk; `None` if `va` is not translatable or no level-1
+    /// the cached one, else one read through the cached level-2 table, else one walk; `None` if `va` is not translatable or no level-1
     /// table holds it. The cached table is still linked where it was found: only
     /// `&mut self` operations unlink tables, and every one of them clears or updates the
     /// cache; its key came from a translatable address, and `va` has the same upper bits.
@@ -590,8 +591,8 @@ impl<F: PagingFormat> Translation<F> {
     }
 }
 
-/// Whether `raw` means "nothing here" at any level (zero, or x86_64's A/D-only erratum
-/// values): exactly when `F::decode` says [`Entry::Absent`], by
+/// Whether `raw` means "nothing here" at any level of the format (zero, or x86_64's
+/// A/D-only erratum values): exactly when `F::decode` says [`Entry::Absent`], by
 /// [`PagingFormat::ABSENT_BITS`].
 #[inline(always)]
 pub(crate) fn is_absent<F: PagingFormat>(raw: u64) -> bool {

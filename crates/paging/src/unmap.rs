@@ -150,10 +150,11 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// [`unmap_with`](Self::unmap_with) to release it.
     ///
     /// A small unmap (within one level-1 table's 2 MiB) costs one walk, or none when
-    /// it is in the level-1 table the previous `map` or `unmap` used, plus a look at
-    /// the entries around the range to tell whether the table is now empty: one entry
+    /// it is in the level-1 table the previous `map` or `unmap` used (one read when it
+    /// is elsewhere in the level-2 table they used), plus a look at the entries around
+    /// the range to tell whether the table is now empty: for a single page, one entry
     /// when a neighbour is still mapped (as when a table is unmapped page by page in
-    /// address order), else the cache lines the range lies in, tested a line at a time,
+    /// address order); else the cache lines the range lies in, each tested as one word,
     /// then a search outwards that stops at the nearest entry still there: a read of
     /// the whole table only when it is empty.
     #[inline]
@@ -704,15 +705,14 @@ const LINE: usize = 8;
 /// `entries[first..=last]` are all absent.
 ///
 /// It reads what the range's own entries already brought into the cache before anything
-/// else: the neighbours of the range (in a table unmapped page by page in address order,
-/// either way, one of them is live, so the answer costs one read), then the rest of the
-/// range's first and last cache lines, each tested as one word (the entries OR-ed
-/// together, then [`PagingFormat::ABSENT_BITS`] masked off: one branch per line, not one
-/// per entry, which is what keeps a table being emptied in random order from paying a
-/// misprediction per entry). Only when those lines hold nothing live does the search
-/// move outwards, one line at a time on each side, so it stops after reading about as
-/// many entries as lie between the range and the nearest live entry: a whole-table
-/// read only when the table is (nearly) empty.
+/// else: the range's first and last cache lines, each tested as one word (its entries
+/// OR-ed together, then [`PagingFormat::ABSENT_BITS`] masked off: one branch per line,
+/// not one per entry, which is what keeps a table being emptied in random order from
+/// paying a misprediction per entry). Only when those lines hold nothing live does the
+/// search move outwards, one line at a time on each side (the first step reads the
+/// neighbours across the lines' edges), so it stops after reading about as many entries
+/// as lie between the range and the nearest live entry: a whole-table read only when the
+/// table is (nearly) empty.
 #[inline]
 fn has_live_entry<F: PagingFormat>(entries: &TableEntries, first: usize, last: usize) -> bool {
     has_live_line::<F>(entries, first / LINE, last / LINE)
@@ -732,7 +732,7 @@ fn has_live_line<F: PagingFormat>(
         }
         !is_absent::<F>(any)
     };
-    if line_live(own_first) | line_live(own_last) {
+    if line_live(own_first) || (own_last != own_first && line_live(own_last)) {
         return true;
     }
     let lines = entries.len() / LINE;

@@ -1194,7 +1194,9 @@ fn unmap_page_by_page_frees_tables_when_empty_aarch64() {
 /// `map` and `unmap` remember the level-1 and level-2 tables their walks went through;
 /// every call that frees tables forgets them, so a later call in the same gigabyte walks
 /// the new tables instead of reading freed ones (the arena panics on a read of a freed
-/// frame, and the translations below would be wrong).
+/// frame, and the translations below would be wrong). Three rounds free the tables by
+/// unmapping (a range call, pages one by one, pages interleaved with a map elsewhere);
+/// [`collapse_forgets_cached_tables`] covers `collapse`.
 fn cached_tables_are_forgotten_when_freed<F: PagingFormat>() {
     let memory = Memory::new(64);
     let mut w = world::<F>(&memory);
@@ -1266,6 +1268,106 @@ fn cached_tables_are_forgotten_when_freed_x86_64() {
 #[test]
 fn cached_tables_are_forgotten_when_freed_aarch64() {
     cached_tables_are_forgotten_when_freed::<Aarch64>();
+}
+
+/// `collapse` frees the table below the entry it merges, so it forgets the cached
+/// tables: at level 2 a cached level-1 table, at level 3 (x86_64, whose root is level 4
+/// here) a cached level-2 table. The next call in the range must walk to the block it
+/// left, not read the freed table.
+fn collapse_forgets_cached_tables<F: PagingFormat>() {
+    let memory = Memory::new(64);
+    let mut w = world::<F>(&memory);
+    let mut alloc = &memory;
+    let base = 3 * GIB;
+    // A level-1 table of 512 consecutive pages, cached by an unmap and a map of its
+    // first page.
+    w.table
+        .map_range_with_max(
+            base,
+            base,
+            2 * MIB,
+            rw::<F>(),
+            PageSize::Size4KiB,
+            &mut alloc,
+        )
+        .unwrap()
+        .flush(&w.mmu);
+    w.table
+        .unmap(base, 0x1000, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    w.table
+        .map(
+            base,
+            Pfn::containing(base),
+            PageSize::Size4KiB,
+            rw::<F>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .flush(&w.mmu);
+    w.table
+        .collapse(base, Level::L2, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    assert_eq!(
+        w.table.unmap(base + 0x1000, 0x1000, &mut alloc, &w.mmu),
+        Err(PagingError::PartialBlock {
+            va: base,
+            level: Level::L2
+        })
+    );
+    assert_eq!(w.mmu.access(base + 0x1000, Access::Read), Ok(base + 0x1000));
+    if root_level::<F>() > Level::L3 {
+        // A level-2 table of 512 consecutive 2 MiB blocks, cached by a map that fails
+        // inside one of them.
+        let gib = 5 * GIB;
+        w.table
+            .map_range_with_max(gib, gib, GIB, rw::<F>(), PageSize::Size2MiB, &mut alloc)
+            .unwrap()
+            .flush(&w.mmu);
+        assert!(matches!(
+            w.table.map(
+                gib + 0x1000,
+                Pfn::new(1),
+                PageSize::Size4KiB,
+                rw::<F>(),
+                &mut alloc
+            ),
+            Err(PagingError::Occupied { .. })
+        ));
+        w.table
+            .collapse(gib, Level::L3, &mut alloc, &w.mmu)
+            .unwrap()
+            .flush(&w.mmu);
+        assert_eq!(
+            w.table.unmap(gib + 0x1000, 0x1000, &mut alloc, &w.mmu),
+            Err(PagingError::PartialBlock {
+                va: gib,
+                level: Level::L3
+            })
+        );
+        assert_eq!(w.mmu.access(gib + 0x5000, Access::Read), Ok(gib + 0x5000));
+        w.table
+            .unmap(gib, GIB, &mut alloc, &w.mmu)
+            .unwrap()
+            .flush(&w.mmu);
+    }
+    w.table
+        .unmap(base, 2 * MIB, &mut alloc, &w.mmu)
+        .unwrap()
+        .flush(&w.mmu);
+    w.finish();
+}
+
+#[test]
+fn collapse_forgets_cached_tables_x86_64() {
+    collapse_forgets_cached_tables::<X86_64>();
+}
+
+#[test]
+fn collapse_forgets_cached_tables_aarch64() {
+    collapse_forgets_cached_tables::<Aarch64>();
 }
 
 /// A table emptied through the cursor stays; map_range maps below it.
