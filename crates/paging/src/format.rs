@@ -30,10 +30,10 @@ pub trait PagingFormat: PteFormat {
     const BREAK_MARKER: u64;
 
     /// The bits an absent entry may have set: a raw value is [`Entry::Absent`] at every
-    /// level the format has exactly when it has no other bit set (x86_64: the A and D bits some CPUs
-    /// write into a non-present entry; aarch64: none). Telling absent from live is then
-    /// one mask, with no decode and no branch, which is what lets a table be checked
-    /// for emptiness a cache line at a time.
+    /// level the format has exactly when it has no other bit set (x86_64: the A and D
+    /// bits some CPUs write into a non-present entry; aarch64: none). Telling absent
+    /// from live is then one mask, with no decode and no branch, which is what lets a
+    /// table be checked for emptiness a cache line at a time.
     const ABSENT_BITS: u64;
 
     /// The next table if `raw` at `level` is a present table entry (no reserved-bit check).

@@ -133,8 +133,9 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// points to a table frame `mapper` reaches (see [`PhysMapper`]), and nothing else
     /// may free or rewrite those tables (other than atomic updates of entries that are
     /// not table entries: a table entry must not be replaced, since the value caches the
-    /// level-1 and level-2 tables its walks went through) while the returned value lives. Frames freed by this value's operations go to the
-    /// allocator passed to them, so the tables should have come from that allocator.
+    /// level-1 and level-2 tables its walks went through) while the returned value
+    /// lives. Frames freed by this value's operations go to the allocator passed to
+    /// them, so the tables should have come from that allocator.
     pub unsafe fn from_root(root: Pfn, root_level: Level, mapper: M) -> Result<Self, PagingError> {
         if !F::is_root_level(root_level) {
             return Err(PagingError::InvalidRootLevel(root_level));
@@ -393,10 +394,11 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     }
 
     /// The level-1 table translating `va`, whose level-2 key (`va >> 21`) is `key`:
-    /// the cached one, else one read through the cached level-2 table, else one walk; `None` if `va` is not translatable or no level-1
-    /// table holds it. The cached table is still linked where it was found: only
-    /// `&mut self` operations unlink tables, and every one of them clears or updates the
-    /// cache; its key came from a translatable address, and `va` has the same upper bits.
+    /// the cached one, else one read through the cached level-2 table, else one walk;
+    /// `None` if `va` is not translatable or no level-1 table holds it. The cached table
+    /// is still linked where it was found: only `&mut self` operations unlink tables, and
+    /// every one of them clears or updates the cache; its key came from a translatable
+    /// address, and `va` has the same upper bits.
     ///
     /// A walk remembers the level-2 table it went through ([`Self::l2_cache`]).
     #[inline(always)]
@@ -412,27 +414,32 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// level-2 table (one read). `None` otherwise, or if that entry is not a table.
     #[inline(always)]
     pub(crate) fn cached_level1_table(&self, va: u64, key: u64) -> Option<Pfn> {
-        match (self.l1_cache, self.l2_cache) {
-            (Some((cached, table)), _) if cached == key => Some(table),
-            (_, Some((cached, table))) if cached == va >> Level::L3.shift() => {
-                let raw = crate::bbm::settled::<F>(self.entry(table, Level::L2.table_index(va)));
-                F::table_pfn(raw, Level::L2)
-            }
-            _ => None,
+        match self.l1_cache {
+            Some((cached, table)) if cached == key => Some(table),
+            _ => self.level1_table_below_cached_level2(va).flatten(),
         }
     }
 
-    /// [`level1_table`](Self::level1_table) past its cache: from the cached level-2
-    /// table when it is the one `va` goes through (it is linked where the walk would
-    /// find it), else one walk from the root.
+    /// Through the cached level-2 table, when it is the one `va` goes through (it is
+    /// linked where the walk would find it): `Some` of what its entry for `va` holds (a
+    /// level-1 table, or `None` for anything else); `None` when it is not cached.
+    #[inline(always)]
+    fn level1_table_below_cached_level2(&self, va: u64) -> Option<Option<Pfn>> {
+        let (key, table) = self.l2_cache?;
+        if key != va >> Level::L3.shift() {
+            return None;
+        }
+        let raw = crate::bbm::settled::<F>(self.entry(table, Level::L2.table_index(va)));
+        Some(F::table_pfn(raw, Level::L2))
+    }
+
+    /// [`level1_table`](Self::level1_table) past its cache: through the cached level-2
+    /// table, else one walk from the root.
     #[inline]
     fn walk_to_level1_table(&mut self, va: u64) -> Option<Pfn> {
         self.check_va(va).ok()?;
-        if let Some((key, table)) = self.l2_cache
-            && key == va >> Level::L3.shift()
-        {
-            let raw = crate::bbm::settled::<F>(self.entry(table, Level::L2.table_index(va)));
-            return F::table_pfn(raw, Level::L2);
+        if let Some(below_cached) = self.level1_table_below_cached_level2(va) {
+            return below_cached;
         }
         match self.walk_to(va, Level::L2) {
             (table, Level::L2, raw) => {

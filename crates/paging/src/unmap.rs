@@ -713,18 +713,8 @@ const LINE: usize = 8;
 /// neighbours across the lines' edges), so it stops after reading about as many entries
 /// as lie between the range and the nearest live entry: a whole-table read only when the
 /// table is (nearly) empty.
-#[inline]
 fn has_live_entry<F: PagingFormat>(entries: &TableEntries, first: usize, last: usize) -> bool {
-    has_live_line::<F>(entries, first / LINE, last / LINE)
-}
-
-/// The line-by-line part of [`has_live_entry`]: whether a line of `entries` holds a live
-/// entry, looking at lines `own_first` and `own_last` first and then outwards.
-fn has_live_line<F: PagingFormat>(
-    entries: &TableEntries,
-    own_first: usize,
-    own_last: usize,
-) -> bool {
+    let (own_first, own_last) = (first / LINE, last / LINE);
     let line_live = |line: usize| {
         let mut any = 0;
         for cell in &entries[line * LINE..(line + 1) * LINE] {
