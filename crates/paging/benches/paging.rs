@@ -223,22 +223,19 @@ fn rw<F: devpriv_paging::PagingFormat>() -> F::LeafAttributes {
     })
 }
 
+/// Maps the gigabyte one 4 KiB page per call, in address order.
 fn devpriv_map_pages<F: devpriv_paging::PagingFormat>(state: &mut Devpriv<F>) {
-    let (table, frames) = state;
-    let attrs = rw::<F>();
-    for i in 0..PAGES {
-        let va = VA + (i << 12);
-        table
-            .map(va, Pfn::containing(va), PageSize::Size4KiB, attrs, frames)
-            .unwrap()
-            .ignore();
-    }
+    devpriv_map_pages_in(state, 0..PAGES);
 }
 
-fn devpriv_map_pages_in<F: devpriv_paging::PagingFormat>(state: &mut Devpriv<F>, order: &[u64]) {
+/// Maps the gigabyte one 4 KiB page per call, page `i` of it for each `i` of `order`.
+fn devpriv_map_pages_in<F: devpriv_paging::PagingFormat>(
+    state: &mut Devpriv<F>,
+    order: impl IntoIterator<Item = u64>,
+) {
     let (table, frames) = state;
     let attrs = rw::<F>();
-    for &i in order {
+    for i in order {
         let va = VA + (i << 12);
         table
             .map(va, Pfn::containing(va), PageSize::Size4KiB, attrs, frames)
@@ -249,19 +246,16 @@ fn devpriv_map_pages_in<F: devpriv_paging::PagingFormat>(state: &mut Devpriv<F>,
 
 /// Unmaps the gigabyte one 4 KiB page per call, in address order.
 fn devpriv_unmap_pages<F: devpriv_paging::PagingFormat>(state: &mut Devpriv<F>) {
-    let (table, frames) = state;
-    for i in 0..PAGES {
-        table
-            .unmap(VA + (i << 12), 4096, frames, &NoInvalidate)
-            .unwrap()
-            .ignore();
-    }
+    devpriv_unmap_pages_in(state, 0..PAGES);
 }
 
-/// Unmaps the gigabyte one 4 KiB page per call, in the order `order` gives.
-fn devpriv_unmap_pages_in<F: devpriv_paging::PagingFormat>(state: &mut Devpriv<F>, order: &[u64]) {
+/// Unmaps the gigabyte one 4 KiB page per call, page `i` of it for each `i` of `order`.
+fn devpriv_unmap_pages_in<F: devpriv_paging::PagingFormat>(
+    state: &mut Devpriv<F>,
+    order: impl IntoIterator<Item = u64>,
+) {
     let (table, frames) = state;
-    for &i in order {
+    for i in order {
         table
             .unmap(VA + (i << 12), 4096, frames, &NoInvalidate)
             .unwrap()
@@ -322,19 +316,11 @@ mod x86_peer {
     }
 
     pub fn map_pages(s: &mut State) {
-        for i in 0..PAGES {
-            let va = VA + (i << 12);
-            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
-            let frame = PhysFrame::containing_address(PhysAddr::new(va));
-            // SAFETY: the mapping is never used for memory accesses.
-            unsafe { s.table.map_to(page, frame, flags(), &mut s.frames) }
-                .unwrap()
-                .ignore();
-        }
+        map_pages_in(s, 0..PAGES);
     }
 
-    pub fn map_pages_in(s: &mut State, order: &[u64]) {
-        for &i in order {
+    pub fn map_pages_in(s: &mut State, order: impl IntoIterator<Item = u64>) {
+        for i in order {
             let va = VA + (i << 12);
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
             let frame = PhysFrame::containing_address(PhysAddr::new(va));
@@ -367,14 +353,11 @@ mod x86_peer {
     }
 
     pub fn unmap_pages(s: &mut State) {
-        for i in 0..PAGES {
-            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(VA + (i << 12)));
-            s.table.unmap(page).unwrap().1.ignore();
-        }
+        unmap_pages_in(s, 0..PAGES);
     }
 
-    pub fn unmap_pages_in(s: &mut State, order: &[u64]) {
-        for &i in order {
+    pub fn unmap_pages_in(s: &mut State, order: impl IntoIterator<Item = u64>) {
+        for i in order {
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(VA + (i << 12)));
             s.table.unmap(page).unwrap().1.ignore();
         }
@@ -456,14 +439,11 @@ mod arm_peer {
     }
 
     pub fn map_pages(m: &mut Map) {
-        for i in 0..PAGES {
-            let va = VA + (i << 12);
-            id_map(m, va, va + 4096, flags(), Constraints::NO_BLOCK_MAPPINGS);
-        }
+        map_pages_in(m, 0..PAGES);
     }
 
-    pub fn map_pages_in(m: &mut Map, order: &[u64]) {
-        for &i in order {
+    pub fn map_pages_in(m: &mut Map, order: impl IntoIterator<Item = u64>) {
+        for i in order {
             let va = VA + (i << 12);
             id_map(m, va, va + 4096, flags(), Constraints::NO_BLOCK_MAPPINGS);
         }
@@ -492,15 +472,12 @@ mod arm_peer {
     /// the crate frees them only when a call covers a whole table's span, or in
     /// `compact_subtables`).
     pub fn unmap_pages(m: &mut Map) {
-        for i in 0..PAGES {
-            let va = VA + (i << 12);
-            id_map(m, va, va + 4096, A::empty(), Constraints::empty());
-        }
+        unmap_pages_in(m, 0..PAGES);
     }
 
-    /// As [`unmap_pages`], in the order `order` gives.
-    pub fn unmap_pages_in(m: &mut Map, order: &[u64]) {
-        for &i in order {
+    /// As [`unmap_pages`], page `i` of the gigabyte for each `i` of `order`.
+    pub fn unmap_pages_in(m: &mut Map, order: impl IntoIterator<Item = u64>) {
+        for i in order {
             let va = VA + (i << 12);
             id_map(m, va, va + 4096, A::empty(), Constraints::empty());
         }
@@ -553,7 +530,7 @@ fn x86_rows(c: &mut Criterion) {
                 timed(
                     n,
                     devpriv_new::<x86::X86_64>,
-                    |s| devpriv_map_pages_in(s, &order),
+                    |s| devpriv_map_pages_in(s, order.iter().copied()),
                     drop,
                 )
             })
@@ -563,7 +540,7 @@ fn x86_rows(c: &mut Criterion) {
                 timed(
                     n,
                     x86_peer::new,
-                    |s| x86_peer::map_pages_in(s, &order),
+                    |s| x86_peer::map_pages_in(s, order.iter().copied()),
                     drop,
                 )
             })
@@ -611,7 +588,7 @@ fn x86_rows(c: &mut Criterion) {
                 timed(
                     n,
                     devpriv_mapped::<x86::X86_64>,
-                    |s| devpriv_unmap_pages_in(s, &order),
+                    |s| devpriv_unmap_pages_in(s, order.iter().copied()),
                     drop,
                 )
             })
@@ -621,7 +598,7 @@ fn x86_rows(c: &mut Criterion) {
                 timed(
                     n,
                     x86_peer::mapped,
-                    |s| x86_peer::unmap_pages_in(s, &order),
+                    |s| x86_peer::unmap_pages_in(s, order.iter().copied()),
                     drop,
                 )
             })
@@ -726,7 +703,7 @@ fn arm_rows(c: &mut Criterion) {
                 timed(
                     n,
                     devpriv_new::<F>,
-                    |s| devpriv_map_pages_in(s, &order),
+                    |s| devpriv_map_pages_in(s, order.iter().copied()),
                     drop,
                 )
             })
@@ -736,7 +713,7 @@ fn arm_rows(c: &mut Criterion) {
                 timed(
                     n,
                     arm_peer::new,
-                    |m| arm_peer::map_pages_in(m, &order),
+                    |m| arm_peer::map_pages_in(m, order.iter().copied()),
                     drop,
                 )
             })
@@ -800,7 +777,7 @@ fn arm_rows(c: &mut Criterion) {
     {
         let order = shuffled_pages();
         let mut peer = arm_peer::mapped();
-        arm_peer::unmap_pages_in(&mut peer, &order);
+        arm_peer::unmap_pages_in(&mut peer, order.iter().copied());
         assert_eq!(arm_peer::translate_one(&peer, VA + 0x5000), None);
         // Page by page in a shuffled order; devpriv frees each level-1 table as its
         // last page goes, `aarch64-paging` frees none.
@@ -813,7 +790,7 @@ fn arm_rows(c: &mut Criterion) {
                 timed(
                     n,
                     devpriv_mapped::<F>,
-                    |s| devpriv_unmap_pages_in(s, &order),
+                    |s| devpriv_unmap_pages_in(s, order.iter().copied()),
                     drop,
                 )
             })
@@ -823,7 +800,7 @@ fn arm_rows(c: &mut Criterion) {
                 timed(
                     n,
                     arm_peer::mapped,
-                    |m| arm_peer::unmap_pages_in(m, &order),
+                    |m| arm_peer::unmap_pages_in(m, order.iter().copied()),
                     drop,
                 )
             })
