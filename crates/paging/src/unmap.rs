@@ -199,15 +199,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         let live = |i: usize| !is_absent::<F>(entries[i].load(Ordering::Acquire));
         let neighbour_live =
             || (index + 1 < entries.len() && live(index + 1)) || (index > 0 && live(index - 1));
-        let line_live = || {
-            let line = &entries[index & !(LINE - 1)..(index & !(LINE - 1)) + LINE];
-            let mut others = 0;
-            for (i, cell) in line.iter().enumerate() {
-                let raw = cell.load(Ordering::Acquire);
-                others |= if i == index % LINE { 0 } else { raw };
-            }
-            !is_absent::<F>(others)
-        };
+        let line_live = || !is_absent::<F>(line_bits(entries, index / LINE, index % LINE));
         let keeps_table =
             (same_table && neighbour_live()) || line_live() || (!same_table && neighbour_live());
         if !keeps_table {
@@ -701,6 +693,19 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
 /// Entries per 64-byte cache line.
 const LINE: usize = 8;
 
+/// The entries of cache line `line` of `entries` OR-ed together, leaving out its entry
+/// `skip` (`LINE` or more: none): a line holds a live entry exactly when this is not
+/// absent.
+#[inline(always)]
+fn line_bits(entries: &TableEntries, line: usize, skip: usize) -> u64 {
+    let mut any = 0;
+    for (i, cell) in entries[line * LINE..(line + 1) * LINE].iter().enumerate() {
+        let raw = cell.load(Ordering::Acquire);
+        any |= if i == skip { 0 } else { raw };
+    }
+    any
+}
+
 /// Whether `entries` holds an entry that is not absent, given that
 /// `entries[first..=last]` are all absent.
 ///
@@ -715,13 +720,7 @@ const LINE: usize = 8;
 /// table is (nearly) empty.
 fn has_live_entry<F: PagingFormat>(entries: &TableEntries, first: usize, last: usize) -> bool {
     let (own_first, own_last) = (first / LINE, last / LINE);
-    let line_live = |line: usize| {
-        let mut any = 0;
-        for cell in &entries[line * LINE..(line + 1) * LINE] {
-            any |= cell.load(Ordering::Acquire);
-        }
-        !is_absent::<F>(any)
-    };
+    let line_live = |line: usize| !is_absent::<F>(line_bits(entries, line, LINE));
     if line_live(own_first) || (own_last != own_first && line_live(own_last)) {
         return true;
     }
