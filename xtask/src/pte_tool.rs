@@ -9,7 +9,7 @@ use devpriv_pte::profile::LINUX_MAIR_VALUE;
 use devpriv_pte::{
     AttributeTable, DeviceAccess, DeviceIndex, Entry, LeafAttributes, Level, MainlineOptions,
     Marker, MemoryType, MigrationAccess, PageProperty, PageSize, Pfn, Profile, PteFormat, SideBits,
-    SoftwareEntry, SoftwareKind, SwapType, TypeMeaning, TypeNumbering,
+    SoftwareEntry, SoftwareKind, SwapType, TypeNumbering,
 };
 use serde_json::{Map, Value, json};
 
@@ -455,28 +455,6 @@ fn describe_numbering(types: &TypeNumbering) -> Option<(&'static str, Vec<&'stat
         }
     }
     None
-}
-
-/// The kind name of a type number's meaning.
-fn meaning_name(meaning: TypeMeaning) -> &'static str {
-    let migration = |a| match a {
-        MigrationAccess::Read => ("migration-read", "device-private-migration-read"),
-        MigrationAccess::ReadExclusive => (
-            "migration-read-exclusive",
-            "device-private-migration-read-exclusive",
-        ),
-        MigrationAccess::Write => ("migration-write", "device-private-migration-write"),
-    };
-    match meaning {
-        TypeMeaning::Swap => "swap",
-        TypeMeaning::HwPoison => "hw-poison",
-        TypeMeaning::Migration(a) => migration(a).0,
-        TypeMeaning::DeviceMigration(a) => migration(a).1,
-        TypeMeaning::DevicePrivate(DeviceAccess::Write) => "device-private-write",
-        TypeMeaning::DevicePrivate(DeviceAccess::Read) => "device-private-read",
-        TypeMeaning::DeviceExclusive => "device-exclusive",
-        TypeMeaning::Marker => "marker",
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -988,7 +966,7 @@ fn encode_raw<F: Format>(args: &Args, level: Level, setup: &Setup) -> Result<u64
                     setup.describe(),
                     types.swap_types().saturating_sub(1),
                     t.number(),
-                    meaning_name(types.meaning(t.number()))
+                    types.meaning(t.number()).name()
                 ));
             }
             Some(SoftwareKind::Swap {

@@ -57,6 +57,34 @@ pub enum TypeMeaning {
     Marker,
 }
 
+impl TypeMeaning {
+    /// The kebab-case name of the kind (`swap`, `migration-read`, ...,
+    /// `device-private-write`, `marker`), as [`SoftwareKind::name`](crate::SoftwareKind::name)
+    /// gives it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Swap => "swap",
+            Self::Migration(access) => match access {
+                MigrationAccess::Read => "migration-read",
+                MigrationAccess::ReadExclusive => "migration-read-exclusive",
+                MigrationAccess::Write => "migration-write",
+            },
+            Self::DeviceMigration(access) => match access {
+                MigrationAccess::Read => "device-private-migration-read",
+                MigrationAccess::ReadExclusive => "device-private-migration-read-exclusive",
+                MigrationAccess::Write => "device-private-migration-write",
+            },
+            Self::DevicePrivate(access) => match access {
+                DeviceAccess::Read => "device-private-read",
+                DeviceAccess::Write => "device-private-write",
+            },
+            Self::DeviceExclusive => "device-exclusive",
+            Self::HwPoison => "hw-poison",
+            Self::Marker => "marker",
+        }
+    }
+}
+
 /// The kernel options that decide which special types a mainline kernel numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MainlineOptions {

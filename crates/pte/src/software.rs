@@ -215,26 +215,7 @@ impl SoftwareKind {
     /// The kebab-case name of the kind (`swap`, `migration-read`, ...,
     /// `device-private-write`, `marker`).
     pub const fn name(&self) -> &'static str {
-        match self {
-            Self::Swap { .. } => "swap",
-            Self::Migration { access, .. } => match access {
-                MigrationAccess::Read => "migration-read",
-                MigrationAccess::ReadExclusive => "migration-read-exclusive",
-                MigrationAccess::Write => "migration-write",
-            },
-            Self::DeviceMigration { access, .. } => match access {
-                MigrationAccess::Read => "device-private-migration-read",
-                MigrationAccess::ReadExclusive => "device-private-migration-read-exclusive",
-                MigrationAccess::Write => "device-private-migration-write",
-            },
-            Self::DevicePrivate { access, .. } => match access {
-                DeviceAccess::Read => "device-private-read",
-                DeviceAccess::Write => "device-private-write",
-            },
-            Self::DeviceExclusive { .. } => "device-exclusive",
-            Self::HwPoison { .. } => "hw-poison",
-            Self::Marker(_) => "marker",
-        }
+        self.meaning().name()
     }
 
     /// Whether this is a migration entry of either namespace (Linux
