@@ -26,6 +26,7 @@
 //! used, are the fast paths: a few loads and stores of the allocator's own fields, the
 //! page's two words and no other metadata.
 
+use crate::error::AllocError;
 use crate::meta::{PageMeta, word};
 use crate::sync::{AtomicU64, Ordering};
 
@@ -80,6 +81,25 @@ struct TailChunk {
     free: u64,
     bump: u64,
     head: u64,
+}
+
+impl TailChunk {
+    /// The fields of a split chunk's header.
+    #[inline]
+    fn of_split(header: Header) -> Self {
+        debug_assert_eq!(header.state(), SPLIT);
+        Self {
+            free: header.free(),
+            bump: header.bump(),
+            head: header.head(),
+        }
+    }
+
+    /// The header of a split chunk with these fields.
+    #[inline]
+    fn split_header(self) -> Header {
+        Header::new(SPLIT, self.free, self.bump, self.head)
+    }
 }
 
 /// Injected failures for one folio size: 0 none, `u32::MAX` always, else the next n.
@@ -147,6 +167,15 @@ impl AllocState {
             stash_in_use: false,
             static_claim_held: false,
             dirty_page: None,
+        }
+    }
+
+    /// Why an allocation found nothing: the next never-used chunk's metadata is not zero
+    /// ([`dirty_page`](Self::dirty_page)), else the pagemap is out of memory.
+    pub(crate) const fn exhausted(&self) -> AllocError {
+        match self.dirty_page {
+            Some(page) => AllocError::NonZeroMetadata { page },
+            None => AllocError::OutOfMemory,
         }
     }
 
@@ -234,11 +263,7 @@ impl AllocState {
         debug_assert_eq!(head.state.load(Ordering::Relaxed), 0);
         head.rmap.store(0, Ordering::Relaxed);
         head.state.store(
-            u64::from(Header::new(LARGE, 0, 0, 0).0) << word::CHUNK_SHIFT
-                | word::ALLOCATED
-                | word::LARGE
-                | bits
-                | 1,
+            LARGE_CHUNK_HALF | word::ALLOCATED | word::LARGE | bits | 1,
             Ordering::Release,
         );
         self.allocated += CHUNK_PAGES;
@@ -425,8 +450,7 @@ impl AllocState {
     #[inline]
     fn header(&self, meta: &[PageMeta], chunk: u64) -> Header {
         if self.hot == chunk + 1 {
-            let h = self.hot_fields;
-            Header::new(SPLIT, h.free, h.bump, h.head)
+            self.hot_fields.split_header()
         } else {
             read_header(meta, chunk)
         }
@@ -437,12 +461,7 @@ impl AllocState {
     fn set_header(&mut self, meta: &[PageMeta], chunk: u64, new: Header) {
         if self.hot == chunk + 1 {
             // The hot chunk is a split one.
-            debug_assert_eq!(new.state(), SPLIT);
-            self.hot_fields = TailChunk {
-                free: new.free(),
-                bump: new.bump(),
-                head: new.head(),
-            };
+            self.hot_fields = TailChunk::of_split(new);
         } else {
             write_header(meta, chunk, new);
         }
@@ -453,21 +472,10 @@ impl AllocState {
     fn make_hot(&mut self, meta: &[PageMeta], chunk: u64) {
         if self.hot != chunk + 1 {
             if self.hot != 0 {
-                let h = self.hot_fields;
-                write_header(
-                    meta,
-                    self.hot - 1,
-                    Header::new(SPLIT, h.free, h.bump, h.head),
-                );
+                write_header(meta, self.hot - 1, self.hot_fields.split_header());
             }
             self.hot = chunk + 1;
-            let h = read_header(meta, chunk);
-            debug_assert_eq!(h.state(), SPLIT);
-            self.hot_fields = TailChunk {
-                free: h.free(),
-                bump: h.bump(),
-                head: h.head(),
-            };
+            self.hot_fields = TailChunk::of_split(read_header(meta, chunk));
         }
     }
 

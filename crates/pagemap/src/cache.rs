@@ -165,10 +165,7 @@ impl<'a> PageCache<'a> {
             }
         }
         if self.len == 0 {
-            Err(match alloc.dirty_page {
-                Some(page) => AllocError::NonZeroMetadata { page },
-                None => AllocError::OutOfMemory,
-            })
+            Err(alloc.exhausted())
         } else {
             Ok(())
         }

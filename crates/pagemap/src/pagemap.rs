@@ -562,10 +562,7 @@ impl<'a> DevicePagemap<'a> {
             self.drain_stashes(&mut state);
             page = self.alloc_from(&mut state, large, locked);
         }
-        let page = page.ok_or(match state.dirty_page {
-            Some(page) => AllocError::NonZeroMetadata { page },
-            None => AllocError::OutOfMemory,
-        })?;
+        let page = page.ok_or_else(|| state.exhausted())?;
         drop(state);
         let index = DeviceIndex::new(slot_base(slot).number() + page);
         Ok(Folio::new(Page::new(self, index), large))
