@@ -11,8 +11,14 @@ pub fn repo_root() -> PathBuf {
 
 /// The directory cargo builds into: `target_directory` from `cargo metadata` (which
 /// honours `CARGO_TARGET_DIR` and `build.target-dir`), or, when cargo cannot say,
-/// [`target_dir_from_env`].
+/// [`target_dir_from_env`]. Asked of cargo once per xtask run (the commands ask often).
 pub fn target_dir() -> PathBuf {
+    static TARGET_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TARGET_DIR.get_or_init(target_dir_from_cargo).clone()
+}
+
+/// [`target_dir`], asked of `cargo metadata`.
+fn target_dir_from_cargo() -> PathBuf {
     let metadata = cargo()
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .stderr(std::process::Stdio::null())

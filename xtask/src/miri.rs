@@ -247,10 +247,7 @@ fn miri_flags(crate_flags: &[&str], from_env: Option<&str>) -> String {
 /// The unit that runs `selection` (cargo's target selection, then after `--` the
 /// harness's filters) of `suite`, with `harness` appended for the test harness.
 fn unit(suite: &Suite, selection: &[String], harness: &[String]) -> Unit {
-    let (targets, filters) = match selection.iter().position(|a| *a == "--") {
-        Some(i) => (&selection[..i], &selection[i + 1..]),
-        None => (selection, &[][..]),
-    };
+    let (targets, filters) = split_passthrough(selection);
     let short = suite.krate.trim_start_matches("devpriv-");
     // Short: it prefixes every line of output.
     let mut label = format!("{short} {}", targets.join(" "));
