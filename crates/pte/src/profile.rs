@@ -557,6 +557,13 @@ impl Profile {
         self.physical_address_bits - 12
     }
 
+    /// The mask of [`number_bits`](Self::number_bits) low bits: the largest frame number
+    /// or device index a software entry holds.
+    #[inline]
+    pub(crate) const fn number_mask(&self) -> u64 {
+        (1u64 << self.number_bits()) - 1
+    }
+
     /// The offset bit of a migration entry's young flag (Linux `SWP_MIG_YOUNG_BIT`);
     /// dirty is the bit above.
     #[inline]

@@ -315,54 +315,53 @@ impl SoftwareKind {
     /// [`Profile::number_bits`] bits.
     #[inline]
     pub const fn offset_in(&self, profile: &Profile) -> Result<u64, EncodeError> {
-        let number_mask = (1u64 << profile.number_bits()) - 1;
+        /// `number` with `side` bits, or `too_large` if it does not fit `mask`.
+        const fn fitting(
+            number: u64,
+            mask: u64,
+            too_large: EncodeError,
+            side: u64,
+        ) -> Result<u64, EncodeError> {
+            if number > mask {
+                Err(too_large)
+            } else {
+                Ok(number | side)
+            }
+        }
+        /// The young and dirty bits of a migration entry, young at `young_bit`.
+        const fn young_dirty(young: bool, dirty: bool, young_bit: u32) -> u64 {
+            (young as u64) << young_bit | (dirty as u64) << (young_bit + 1)
+        }
+        let number_mask = profile.number_mask();
         let young_bit = profile.migration_young_bit();
         match *self {
             Self::Swap { offset, .. } => {
-                if offset > OFFSET_MASK {
-                    Err(EncodeError::OffsetTooLarge)
-                } else {
-                    Ok(offset)
-                }
+                fitting(offset, OFFSET_MASK, EncodeError::OffsetTooLarge, 0)
             }
             Self::Migration {
                 pfn, young, dirty, ..
-            } => {
-                if pfn.number() > number_mask {
-                    Err(EncodeError::FrameTooLarge)
-                } else {
-                    Ok(pfn.number()
-                        | (young as u64) << young_bit
-                        | (dirty as u64) << (young_bit + 1))
-                }
-            }
+            } => fitting(
+                pfn.number(),
+                number_mask,
+                EncodeError::FrameTooLarge,
+                young_dirty(young, dirty, young_bit),
+            ),
             Self::DeviceMigration {
                 index,
                 young,
                 dirty,
                 ..
-            } => {
-                if index.number() > number_mask {
-                    Err(EncodeError::IndexTooLarge)
-                } else {
-                    Ok(index.number()
-                        | (young as u64) << young_bit
-                        | (dirty as u64) << (young_bit + 1))
-                }
-            }
+            } => fitting(
+                index.number(),
+                number_mask,
+                EncodeError::IndexTooLarge,
+                young_dirty(young, dirty, young_bit),
+            ),
             Self::DevicePrivate { index, .. } => {
-                if index.number() > number_mask {
-                    Err(EncodeError::IndexTooLarge)
-                } else {
-                    Ok(index.number())
-                }
+                fitting(index.number(), number_mask, EncodeError::IndexTooLarge, 0)
             }
             Self::DeviceExclusive { pfn } | Self::HwPoison { pfn } => {
-                if pfn.number() > number_mask {
-                    Err(EncodeError::FrameTooLarge)
-                } else {
-                    Ok(pfn.number())
-                }
+                fitting(pfn.number(), number_mask, EncodeError::FrameTooLarge, 0)
             }
             Self::Marker(m) => Ok(m.bits()),
         }
@@ -390,7 +389,7 @@ impl SoftwareKind {
         if reserved != 0 {
             return Err(OffsetError::Reserved(reserved));
         }
-        let number = offset & ((1u64 << profile.number_bits()) - 1);
+        let number = offset & profile.number_mask();
         let young_bit = profile.migration_young_bit();
         let young = offset >> young_bit & 1 != 0;
         let dirty = offset >> (young_bit + 1) & 1 != 0;
