@@ -116,10 +116,14 @@ impl TableClasses {
         bitmaps: [[0; 8]; 6],
     };
 
-    /// Records that entry `index` (below 512) has class `class`.
+    /// The classes of `table`'s entries (at most the first 512), one `class_of` each.
     #[inline(always)]
-    pub(crate) fn set(&mut self, index: usize, class: EntryClass) {
-        self.bitmaps[class as usize][index / 64] |= 1 << (index % 64);
+    pub(crate) fn of_each(table: &[u64], class_of: impl Fn(u64) -> EntryClass) -> Self {
+        let mut classes = Self::EMPTY;
+        for (index, &raw) in table.iter().take(512).enumerate() {
+            classes.bitmaps[class_of(raw) as usize][index / 64] |= 1 << (index % 64);
+        }
+        classes
     }
 
     /// Builds the bitmaps from one word of 64 entries' classes at a time.

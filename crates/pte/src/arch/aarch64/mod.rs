@@ -278,10 +278,6 @@ impl Aarch64 {
 
     /// Classifies every entry of `table` (at most 512) into one bitmap per class.
     pub fn classify_table(table: &[u64], level: Level, profile: &Profile) -> TableClasses {
-        let mut classes = TableClasses::EMPTY;
-        for (i, &raw) in table.iter().take(512).enumerate() {
-            classes.set(i, Self::classify(raw, level, profile).class);
-        }
-        classes
+        TableClasses::of_each(table, |raw| Self::classify(raw, level, profile).class)
     }
 }

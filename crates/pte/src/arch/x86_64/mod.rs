@@ -334,14 +334,11 @@ impl X86_64 {
     /// Classifies every entry of `table` (at most 512, the entries of one table at
     /// `level`) into one bitmap per class. Entries beyond 512 are ignored.
     pub fn classify_table(table: &[u64], level: Level, profile: &Profile) -> TableClasses {
+        if level != Level::L1 {
+            return TableClasses::of_each(table, |raw| Self::classify(raw, level, profile).class);
+        }
         let mut classes = TableClasses::EMPTY;
         let table = &table[..table.len().min(512)];
-        if level != Level::L1 {
-            for (i, &raw) in table.iter().enumerate() {
-                classes.set(i, Self::classify(raw, level, profile).class);
-            }
-            return classes;
-        }
         for (word, chunk) in table.chunks(64).enumerate() {
             // One bitmap word per class.
             let mut bits = [0u64; 6];
