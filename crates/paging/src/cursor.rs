@@ -8,9 +8,10 @@ use crate::error::PagingError;
 use crate::flush::Flush;
 use crate::format::PagingFormat;
 use crate::frames::FrameAllocator;
+use crate::live::LiveCounts;
 use crate::mapper::PhysMapper;
 use crate::sync::{AtomicU64, Ordering};
-use crate::table::PageTable;
+use crate::table::{PageTable, is_absent};
 use crate::tlb::TlbInvalidate;
 
 /// Why [`Slot::replace`] wrote nothing.
@@ -64,6 +65,7 @@ pub struct Slot<'a, F: PagingFormat> {
     level: Level,
     raw: u64,
     cell: &'a AtomicU64,
+    live: &'a LiveCounts,
     format: core::marker::PhantomData<fn() -> F>,
 }
 
@@ -78,12 +80,19 @@ impl<F: PagingFormat> core::fmt::Debug for Slot<'_, F> {
 }
 
 impl<'a, F: PagingFormat> Slot<'a, F> {
-    pub(crate) fn new(va: u64, level: Level, raw: u64, cell: &'a AtomicU64) -> Self {
+    pub(crate) fn new(
+        va: u64,
+        level: Level,
+        raw: u64,
+        cell: &'a AtomicU64,
+        live: &'a LiveCounts,
+    ) -> Self {
         Self {
             va,
             level,
             raw,
             cell,
+            live,
             format: core::marker::PhantomData,
         }
     }
@@ -136,6 +145,7 @@ impl<'a, F: PagingFormat> Slot<'a, F> {
             return Err(ReplaceError::NeedsBreakBeforeMake);
         }
         self.exchange(self.raw, new_raw)?;
+        self.note_written(new_raw);
         let flush = self.flush_for(self.raw);
         self.raw = new_raw;
         Ok(flush)
@@ -159,6 +169,7 @@ impl<'a, F: PagingFormat> Slot<'a, F> {
         let new_raw = self.encode(new)?;
         match write_break_before_make::<F>(self.cell, self.raw, new_raw, self.va, self.level, tlb) {
             Ok(()) => {
+                self.note_written(new_raw);
                 self.raw = new_raw;
                 Ok(Flush::none())
             }
@@ -166,6 +177,14 @@ impl<'a, F: PagingFormat> Slot<'a, F> {
                 self.raw = current;
                 Err(ReplaceError::Raced { current })
             }
+        }
+    }
+
+    /// Tells the table's live-entry counts when the slot's entry went from live to
+    /// absent or back (they follow `&mut self` paths only).
+    fn note_written(&self, new_raw: u64) {
+        if is_absent::<F>(self.raw) != is_absent::<F>(new_raw) {
+            self.live.forget_shared();
         }
     }
 
@@ -259,7 +278,7 @@ impl<'a, F: PagingFormat, M: PhysMapper> Cursor<'a, F, M> {
             } else {
                 self.va = ee + 1;
             }
-            return Some(Slot::new(es, level, raw, cell));
+            return Some(Slot::new(es, level, raw, cell, &self.table.live));
         }
     }
 

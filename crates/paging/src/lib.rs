@@ -79,6 +79,7 @@ pub mod flush;
 mod format;
 mod frames;
 mod install;
+mod live;
 mod map;
 mod mapper;
 #[cfg(feature = "model")]

@@ -86,7 +86,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             }));
         }
         slot.store(leaf, Ordering::Release);
-        self.l1_cache = Some((key, table));
+        self.cache_level1(key, table);
         Some(Ok(Flush::none()))
     }
 
@@ -122,7 +122,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             self.entry(table, level.table_index(va))
                 .store(leaf, Ordering::Release);
             if level == Level::L1 {
-                self.l1_cache = Some((va >> Level::L2.shift(), table));
+                self.cache_level1(va >> Level::L2.shift(), table);
             }
             return Ok(Flush::none());
         }
@@ -157,7 +157,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         self.entry(table, level.table_index(va))
             .store(leaf, Ordering::Release);
         if level == Level::L1 {
-            self.l1_cache = Some((va >> Level::L2.shift(), table));
+            self.cache_level1(va >> Level::L2.shift(), table);
         }
         Ok(Flush::none())
     }
@@ -227,6 +227,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             pa,
             &plan,
             &mut pool,
+            false,
         )?;
         debug_assert!(pool.is_empty());
         self.chain_free(pool, alloc);
@@ -315,7 +316,9 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     }
 
     /// Writes the mapping planned by [`plan_map`](Self::plan_map), taking tables from
-    /// `pool`.
+    /// `pool`; `fresh` says that `table` was created by this call, so that at level 1
+    /// its live-entry count is what the call writes. Called under `map_range`'s `&mut
+    /// self` (the counts are written only there).
     #[allow(clippy::too_many_arguments)]
     fn apply_map(
         &self,
@@ -326,6 +329,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         pa: u64,
         plan: &MapPlan<F::LeafAttributes>,
         pool: &mut FrameChain,
+        fresh: bool,
     ) -> Result<(), PagingError> {
         let span = level.entry_span();
         let entries = self.entries(table);
@@ -342,6 +346,13 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             let slots = &entries[level.table_index(start)..=level.table_index(last)];
             for (k, entry) in slots.iter().enumerate() {
                 entry.store(raw0 + ((k as u64) << 12), Ordering::Release);
+            }
+            // At most 512 slots, every one absent before.
+            let mapped = slots.len() as u16;
+            if fresh {
+                self.live.learn(start, mapped);
+            } else {
+                self.live.add(start, mapped);
             }
             return Ok(());
         }
@@ -375,16 +386,16 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                 };
                 entry.store(raw, Ordering::Release);
             } else {
-                let next = match table {
-                    Some(next) => next,
+                let (next, fresh) = match table {
+                    Some(next) => (next, false),
                     None => {
                         let next = self.chain_pop(pool).expect("the plan counted every table");
                         entry.store(Self::table_raw(next, level)?, Ordering::Release);
-                        next
+                        (next, true)
                     }
                 };
                 let lower = level.next_lower().expect("table entry at level 1");
-                self.apply_map(next, lower, cs, cl, chunk_pa, plan, pool)?;
+                self.apply_map(next, lower, cs, cl, chunk_pa, plan, pool, fresh)?;
             }
             es = es.wrapping_add(span);
         }

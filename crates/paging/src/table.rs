@@ -8,6 +8,7 @@ use crate::cursor::Slot;
 use crate::error::PagingError;
 use crate::format::PagingFormat;
 use crate::frames::FrameAllocator;
+use crate::live::LiveCounts;
 use crate::mapper::{PhysMapper, TableEntries};
 use crate::sync::{AtomicU64, Ordering};
 use crate::unmap::{RemovedEntry, Report};
@@ -41,12 +42,20 @@ pub struct PageTable<F: PagingFormat, M: PhysMapper> {
     /// right whatever they did meanwhile; it caches where the table is, never what it
     /// holds.
     pub(crate) l1_cache: Option<(u64, Pfn)>,
+    /// Set when `unmap`'s fast path dropped the count of the cached level-1 table (it
+    /// then clears entries of that table without following the count); cleared
+    /// whenever another table is cached ([`cache_level1`](Self::cache_level1)).
+    pub(crate) l1_count_dropped: bool,
     /// The level-2 table (the one holding level-2 entries) that the last walk of a
     /// `map` or `unmap` went through, keyed by `va >> 30`: when `l1_cache` misses, their
     /// walk starts there instead of at the root, like a CPU's paging-structure cache.
     /// It is kept as [`l1_cache`](Self::l1_cache) is: every `&mut self` operation that
     /// may unlink a table clears both ([`forget_cached_tables`](Self::forget_cached_tables)).
     pub(crate) l2_cache: Option<(u64, Pfn)>,
+    /// How many live entries (at most) the level-1 tables below one level-2 table
+    /// hold: a hint that lets a single-page `unmap` skip the look at its table's other
+    /// entries (see [`LiveCounts`]). A kilobyte, most of this value's size.
+    pub(crate) live: LiveCounts,
     format: PhantomData<fn() -> F>,
 }
 
@@ -116,7 +125,9 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             root_level,
             mapper,
             l1_cache: None,
+            l1_count_dropped: false,
             l2_cache: None,
+            live: LiveCounts::new(),
             format: PhantomData,
         };
         table.zero(root);
@@ -136,6 +147,13 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// level-1 and level-2 tables its walks went through) while the returned value
     /// lives. Frames freed by this value's operations go to the allocator passed to
     /// them, so the tables should have come from that allocator.
+    ///
+    /// Such outside updates are safe but not seen by the value's live-entry counts (see
+    /// [`unmap`](Self::unmap)): a level-1 table whose last entries they clear may stay
+    /// linked, empty, until a range `unmap` across level-1 tables, a `collapse` or a
+    /// cursor's replacement of a live entry by an absent one makes the value forget
+    /// its counts. Clearing entries through [`slot`](Self::slot) or a
+    /// [`cursor`](Self::cursor) keeps the counts right.
     pub unsafe fn from_root(root: Pfn, root_level: Level, mapper: M) -> Result<Self, PagingError> {
         if !F::is_root_level(root_level) {
             return Err(PagingError::InvalidRootLevel(root_level));
@@ -145,7 +163,9 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             root_level,
             mapper,
             l1_cache: None,
+            l1_count_dropped: false,
             l2_cache: None,
+            live: LiveCounts::new(),
             format: PhantomData,
         })
     }
@@ -429,7 +449,11 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         if key != va >> Level::L3.shift() {
             return None;
         }
-        let raw = crate::bbm::settled::<F>(self.entry(table, Level::L2.table_index(va)));
+        // A plain read: a break-before-make marker is not a table, and the caller's
+        // slow path waits for it.
+        let raw = self
+            .entry(table, Level::L2.table_index(va))
+            .load(Ordering::Acquire);
         Some(F::table_pfn(raw, Level::L2))
     }
 
@@ -450,12 +474,20 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         }
     }
 
+    /// Caches level-1 table `table`, whose key (`va >> 21`) is `key`.
+    #[inline(always)]
+    pub(crate) fn cache_level1(&mut self, key: u64, table: Pfn) {
+        self.l1_cache = Some((key, table));
+        self.l1_count_dropped = false;
+    }
+
     /// Forgets the cached level-1 and level-2 tables: called by every `&mut self`
     /// operation that may unlink a table, before it does.
     #[inline]
     pub(crate) fn forget_cached_tables(&mut self) {
         self.l1_cache = None;
         self.l2_cache = None;
+        self.live.forget();
     }
 
     /// Walks from the root towards `va`, stopping at `stop` or at the first entry that
@@ -541,7 +573,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             return Err(PagingError::IsTable { va: es, level });
         }
         let cell = self.entry(table, level.table_index(va));
-        Ok(Slot::new(es, level, raw, cell))
+        Ok(Slot::new(es, level, raw, cell, &self.live))
     }
 
     /// The lowest entry on the walk to `va` (a leaf, a software entry, or an absent

@@ -151,12 +151,21 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     ///
     /// A small unmap (within one level-1 table's 2 MiB) costs one walk, or none when
     /// it is in the level-1 table the previous `map` or `unmap` used (one read when it
-    /// is elsewhere in the level-2 table they used), plus a look at the entries around
-    /// the range to tell whether the table is now empty: for a single page, one entry
-    /// when a neighbour is still mapped (as when a table is unmapped page by page in
-    /// address order); else the cache lines the range lies in, each tested as one word,
-    /// then a search outwards that stops at the nearest entry still there: a read of
-    /// the whole table only when it is empty.
+    /// is elsewhere in the level-2 table they used), plus the answer to whether the
+    /// table is now empty:
+    ///
+    /// - in the table the previous call used, with a neighbour of the page still
+    ///   mapped (a table unmapped page by page in address order): that one entry;
+    /// - else, when the table's live-entry count is known: the count. The value keeps
+    ///   one for each level-1 table below one level-2 table (`map_range` sets it where
+    ///   it fills a table, `unmap` follows it, and counts the table when it first finds
+    ///   the page's cache line empty), so a table emptied page by page in any order is
+    ///   read only once more, when its count reaches zero;
+    /// - else the cache lines the range lies in, each tested as one word, then, if they
+    ///   are empty, the whole table, counted.
+    ///
+    /// The counts take a kilobyte of the value and never decide alone that a table is
+    /// empty; see [`from_root`](Self::from_root) for updates they do not see.
     #[inline]
     pub fn unmap(
         &mut self,
@@ -186,28 +195,50 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             return None;
         }
         let key = va >> Level::L2.shift();
-        // The same level-1 table as the last call: pages are likely going in address
-        // order, and the next or previous entry answers (one read, a branch predicted
-        // right). Another table: the order is likely scattered, and a neighbour is as
-        // likely gone as not, so the line is tested first (a branch that is mostly
-        // right whatever the order).
         let same_table = matches!(self.l1_cache, Some((cached, _)) if cached == key);
         let table = self.cached_level1_table(va, key)?;
         // Linked and translatable, as `unmap_in_one_table` explains.
         let entries = self.entries(table);
         let index = Level::L1.table_index(va);
+        let raw = entries[index].load(Ordering::Acquire);
+        if raw == F::BREAK_MARKER {
+            // Not while `&mut self` is held; the general path would wait for it.
+            return None;
+        }
+        let live_here = !is_absent::<F>(raw);
         let live = |i: usize| !is_absent::<F>(entries[i].load(Ordering::Acquire));
         let neighbour_live =
             || (index + 1 < entries.len() && live(index + 1)) || (index > 0 && live(index - 1));
         let line_live = || !is_absent::<F>(line_bits(entries, index / LINE, index % LINE));
-        let keeps_table =
-            (same_table && neighbour_live()) || line_live() || (!same_table && neighbour_live());
+        // Whether the table stays, and the count it is left with if it has one.
+        let by_neighbour = same_table && neighbour_live();
+        let (keeps_table, count_left) = if by_neighbour {
+            // The same level-1 table as the last call: pages are likely going in address
+            // order, and the next or previous entry answers (one read of a line already
+            // fetched, a branch predicted right). The table's count, if any, is dropped
+            // once rather than followed, which would chain each call to the last one's
+            // store of it.
+            (true, None)
+        } else {
+            match self.live.get(va) {
+                // No count: the page's line, tested as one word (mostly right whatever
+                // the order), then its neighbours across the line's edges.
+                0 => (line_live() || (!same_table && neighbour_live()), None),
+                // The count says whether another entry stays: a branch on a hot counter,
+                // not on the entries just fetched (in a scattered order, a line of them
+                // empties once in eight pages, which no predictor learns).
+                count => {
+                    let left = count - u16::from(live_here);
+                    if left == 0 {
+                        // Empty by the count: the path below reads the table before it
+                        // frees anything.
+                        return None;
+                    }
+                    (true, Some(left))
+                }
+            }
+        };
         if !keeps_table {
-            return None;
-        }
-        let raw = entries[index].load(Ordering::Acquire);
-        if raw == F::BREAK_MARKER {
-            // Not while `&mut self` is held; the general path would wait for it.
             return None;
         }
         let flush = if raw == 0 {
@@ -221,7 +252,18 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                 Flush::none()
             }
         };
-        self.l1_cache = Some((key, table));
+        if by_neighbour {
+            // The table is the cached one already.
+            if !self.l1_count_dropped {
+                self.live.drop_count(va);
+                self.l1_count_dropped = true;
+            }
+        } else {
+            if let Some(left) = count_left {
+                self.live.set(va, left);
+            }
+            self.cache_level1(key, table);
+        }
         Some(flush)
     }
 
@@ -354,9 +396,12 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         // The first and last valid (possibly cached) entries cleared.
         let mut valid: Option<(u64, u64)> = None;
         let mut page = va;
+        // Live entries cleared (at most 512).
+        let mut cleared: u16 = 0;
         for entry in &entries[first..=final_index] {
             let raw = crate::bbm::settled::<F>(entry);
             if raw != 0 {
+                cleared += u16::from(!is_absent::<F>(raw));
                 // A plain store, as in `clear`.
                 entry.store(0, Ordering::Release);
                 if F::is_valid(raw, Level::L1) {
@@ -373,8 +418,28 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             ),
             None => Flush::none(),
         };
-        if has_live_entry::<F>(entries, first, final_index) {
-            self.l1_cache = Some((key, table));
+        // A known count above `cleared` answers alone. Otherwise the lines the range
+        // lies in are read, and when they hold nothing live the whole table is counted,
+        // which lets the next unmaps in it go by the count.
+        let count = self.live.get(va);
+        let counted_left = (count > cleared).then(|| count - cleared);
+        let (stays, counted) = match counted_left {
+            Some(_) => (true, None),
+            None if own_lines_live::<F>(entries, first, final_index) => (true, None),
+            None => {
+                let count = live_entries::<F>(entries);
+                (count > 0, Some(count))
+            }
+        };
+        match (counted_left, counted) {
+            (Some(left), _) => self.live.set(va, left),
+            (None, Some(count)) if count > 0 => self.live.learn(va, count),
+            // The count, if any, said empty and was wrong.
+            (None, None) => self.live.drop_count(va),
+            (None, Some(_)) => {}
+        }
+        if stays {
+            self.cache_level1(key, table);
             return Some(flush);
         }
         Some(self.free_empty_tables(va, flush, alloc, tlb))
@@ -391,7 +456,9 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         alloc: &mut impl FrameAllocator,
         tlb: &impl TlbInvalidate,
     ) -> Flush {
-        self.forget_cached_tables();
+        self.l1_cache = None;
+        self.l2_cache = None;
+        self.live.drop_count(va);
         let (table, path, mut depth) = self.path_to_l1(va).expect("the table is linked");
         let mut level = Level::L1;
         let mut chain = FrameChain::new();
@@ -400,6 +467,10 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             depth -= 1;
             let (parent, index) = path[depth];
             level = level.next_higher().expect("below the root");
+            if level == Level::L3 {
+                // The level-2 table goes: every count below it with it.
+                self.live.forget();
+            }
             self.entry(parent, index).store(0, Ordering::Release);
             flush.add_entry(va, level.shift());
             self.chain_push(&mut chain, child);
@@ -719,13 +790,12 @@ fn line_bits(entries: &TableEntries, line: usize, skip: usize) -> u64 {
 /// as lie between the range and the nearest live entry: a whole-table read only when the
 /// table is (nearly) empty.
 fn has_live_entry<F: PagingFormat>(entries: &TableEntries, first: usize, last: usize) -> bool {
-    let (own_first, own_last) = (first / LINE, last / LINE);
-    let line_live = |line: usize| !is_absent::<F>(line_bits(entries, line, LINE));
-    if line_live(own_first) || (own_last != own_first && line_live(own_last)) {
+    if own_lines_live::<F>(entries, first, last) {
         return true;
     }
+    let line_live = |line: usize| !is_absent::<F>(line_bits(entries, line, LINE));
     let lines = entries.len() / LINE;
-    let (mut down, mut up) = (own_first, own_last);
+    let (mut down, mut up) = (first / LINE, last / LINE);
     while down > 0 || up + 1 < lines {
         if up + 1 < lines {
             up += 1;
@@ -741,4 +811,21 @@ fn has_live_entry<F: PagingFormat>(entries: &TableEntries, first: usize, last: u
         }
     }
     false
+}
+
+/// Whether the first or last cache line of `entries[first..=last]` holds a live entry:
+/// the lines the range's own entries brought into the cache, each tested as one word.
+#[inline]
+fn own_lines_live<F: PagingFormat>(entries: &TableEntries, first: usize, last: usize) -> bool {
+    let (own_first, own_last) = (first / LINE, last / LINE);
+    let line_live = |line: usize| !is_absent::<F>(line_bits(entries, line, LINE));
+    line_live(own_first) || (own_last != own_first && line_live(own_last))
+}
+
+/// The number of live entries in `entries`, read without a branch per entry.
+fn live_entries<F: PagingFormat>(entries: &TableEntries) -> u16 {
+    entries
+        .iter()
+        .map(|e| u16::from(!is_absent::<F>(e.load(Ordering::Acquire))))
+        .sum()
 }

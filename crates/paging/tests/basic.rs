@@ -2200,3 +2200,182 @@ fn a_full_flush_drops_global_translations() {
         }
     }
 }
+
+/// Single-page unmaps free a level-1 table exactly when its last live entry goes,
+/// whoever else changed its entries meanwhile: the table's live-entry count (made by
+/// `map_range`, kept by `map` and `unmap`) must never say "live" once the table is
+/// empty. Each round sets up two 2 MiB tables the same way, then empties both in a
+/// scattered order, alternating between them (so that no call is in the table the
+/// last one used, and every call goes by the count where there is one), and checks
+/// after every unmap that each table is linked exactly while a page of it is left:
+/// - 0: `map_range` made the tables (their counts are 512);
+/// - 1: `map_range` into tables that single-page `map`s had started;
+/// - 2: a cursor cleared most pages (a `&self` path the counts do not follow), and only
+///   the pages left are unmapped;
+/// - 3: `install` added pages (another `&self` path);
+/// - 4: pages unmapped in address order first (the path that drops a count).
+///
+/// Then `install` links an empty table where each was, and one unmap frees it.
+fn tables_are_freed_when_their_last_page_goes<F: PagingFormat>() {
+    let memory = Memory::new(64);
+    let mut w = world::<F>(&memory);
+    let mut alloc = &memory;
+    let bases = [5 * GIB + 6 * MIB, 5 * GIB + 8 * MIB];
+    // A page elsewhere in the gigabyte keeps the level-2 table (and the counts of the
+    // tables below it) from going with the two tables.
+    let anchor = 5 * GIB + 100 * MIB;
+    w.table
+        .map(
+            anchor,
+            Pfn::new(1),
+            PageSize::Size4KiB,
+            rw::<F>(),
+            &mut alloc,
+        )
+        .unwrap()
+        .ignore();
+    let empty = memory.live_frames();
+    let page_va = |table: usize, page: u64| bases[table] + page * 0x1000;
+    let unmap_page = |w: &mut World<'_, F>, va: u64| {
+        let mut alloc = w.memory;
+        w.table
+            .unmap(va, 0x1000, &mut alloc, &w.mmu)
+            .unwrap()
+            .flush(&w.mmu);
+    };
+    let linked = |w: &World<'_, F>, table: usize| {
+        matches!(
+            w.table.entry_at(bases[table], Level::L2),
+            Ok(Entry::Table { .. })
+        )
+    };
+    for round in 0..5 {
+        let mut mapped = [[false; 512]; 2];
+        for t in 0..2 {
+            if round == 1 {
+                for page in [3u64, 200, 511] {
+                    w.table
+                        .map(
+                            page_va(t, page),
+                            Pfn::new(page),
+                            PageSize::Size4KiB,
+                            rw::<F>(),
+                            &mut alloc,
+                        )
+                        .unwrap()
+                        .ignore();
+                    mapped[t][page as usize] = true;
+                }
+                // The rest, in two range calls around the pages already there.
+                for (first, last) in [(4u64, 199u64), (201, 510)] {
+                    w.table
+                        .map_range(
+                            page_va(t, first),
+                            first * 0x1000,
+                            (last - first + 1) * 0x1000,
+                            rw::<F>(),
+                            &mut alloc,
+                        )
+                        .unwrap()
+                        .ignore();
+                    mapped[t][first as usize..=last as usize].fill(true);
+                }
+            } else {
+                w.table
+                    .map_range_with_max(
+                        bases[t],
+                        0,
+                        2 * MIB,
+                        rw::<F>(),
+                        PageSize::Size4KiB,
+                        &mut alloc,
+                    )
+                    .unwrap()
+                    .ignore();
+                mapped[t].fill(true);
+            }
+            match round {
+                2 => {
+                    for mut slot in w.table.cursor(bases[t], 2 * MIB).unwrap() {
+                        let page = (slot.va() - bases[t]) / 0x1000;
+                        if page % 97 != 5 {
+                            slot.replace(&Entry::Absent).unwrap().flush(&w.mmu);
+                            mapped[t][page as usize] = false;
+                        }
+                    }
+                }
+                3 => {
+                    // Free some pages, then put some of them back through `install`.
+                    for page in 0..64u64 {
+                        unmap_page(&mut w, page_va(t, page));
+                        mapped[t][page as usize] = false;
+                    }
+                    for page in (0..64u64).step_by(3) {
+                        let leaf = Entry::Leaf {
+                            pfn: Pfn::new(page),
+                            size: PageSize::Size4KiB,
+                            attrs: rw::<F>(),
+                        };
+                        w.table
+                            .install(page_va(t, page), Level::L1, &leaf, &mut alloc)
+                            .unwrap()
+                            .ignore();
+                        mapped[t][page as usize] = true;
+                    }
+                }
+                4 => {
+                    for page in 100..300u64 {
+                        unmap_page(&mut w, page_va(t, page));
+                        mapped[t][page as usize] = false;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // A scattered order (a multiplier coprime with 512), each page of one table
+        // then the same page of the other.
+        for step in 0..512u64 {
+            let page = (step * 173 + 29) % 512;
+            for (t, table_pages) in mapped.iter_mut().enumerate() {
+                if round == 2 && !table_pages[page as usize] {
+                    continue;
+                }
+                unmap_page(&mut w, page_va(t, page));
+                table_pages[page as usize] = false;
+                let left = table_pages.iter().filter(|&&m| m).count();
+                assert_eq!(
+                    linked(&w, t),
+                    left > 0,
+                    "round {round}, table {t}, page {page}: {left} pages left"
+                );
+                assert!(w.table.translate(page_va(t, page)).is_none());
+            }
+        }
+        assert_eq!(memory.live_frames(), empty, "round {round}: tables kept");
+        // A new, empty table where a counted one was freed (`install` of an absent
+        // entry links the tables down to its slot and counts nothing): an unmap there
+        // frees it, whatever count the freed table had.
+        for t in 0..2 {
+            w.table
+                .install(page_va(t, 7), Level::L1, &Entry::Absent, &mut alloc)
+                .unwrap()
+                .ignore();
+            assert!(linked(&w, t), "round {round}, table {t}: installed");
+            unmap_page(&mut w, page_va(t, 7));
+            assert!(!linked(&w, t), "round {round}, table {t}: empty table kept");
+        }
+        assert_eq!(memory.live_frames(), empty, "round {round}: tables kept");
+    }
+    unmap_page(&mut w, anchor);
+    w.finish();
+}
+
+#[test]
+fn tables_are_freed_when_their_last_page_goes_x86_64() {
+    tables_are_freed_when_their_last_page_goes::<X86_64>();
+}
+
+#[test]
+fn tables_are_freed_when_their_last_page_goes_aarch64() {
+    tables_are_freed_when_their_last_page_goes::<Aarch64>();
+}

@@ -1,13 +1,14 @@
-//! Random sequences of map / map-range / unmap / protect / split / collapse against a
-//! `BTreeMap` model, on both formats, with the tracking allocator (a leak or double free
-//! fails) and the software MMU (translation through the TLB, once flushes are applied,
-//! always agrees with the model; no break-before-make violation).
+//! Random sequences of map / map-range / unmap / protect / split / collapse / install and
+//! cursor rewrites against a `BTreeMap` model, on both formats, with the tracking
+//! allocator (a leak or double free fails) and the software MMU (translation through the
+//! TLB, once flushes are applied, always agrees with the model; no break-before-make
+//! violation). After every unmap, no table the range lay in is left linked and empty.
 
 use std::collections::BTreeMap;
 
 use devpriv_paging::FlushBatch;
 use devpriv_paging::model::{Access, Memory, Mmu, MmuError};
-use devpriv_paging::{PageTable, PagingError, PagingFormat};
+use devpriv_paging::{PageTable, PagingError, PagingFormat, ReplaceError};
 use devpriv_pte::arch::aarch64::Aarch64;
 use devpriv_pte::arch::x86_64::X86_64;
 use devpriv_pte::{
@@ -38,6 +39,22 @@ enum Op {
         attrs: u8,
     },
     Unmap {
+        page: u64,
+        pages: u64,
+    },
+    /// One 4 KiB page: `unmap`'s fast path, which may go by a table's live-entry count.
+    UnmapPage {
+        page: u64,
+    },
+    /// A 4 KiB leaf (or, `leaf == false`, only the tables down to its slot) written
+    /// through `install`, a `&self` path.
+    Install {
+        page: u64,
+        leaf: bool,
+    },
+    /// Clear every entry wholly inside the range through a cursor (a `&self` path),
+    /// which the tables' live-entry counts do not follow.
+    Clear {
         page: u64,
         pages: u64,
     },
@@ -80,6 +97,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (page.clone(), 1..1200u64, prop_oneof![Just(0u64), Just(1), 0..PAGES], 0..4u8)
             .prop_map(|(page, pages, shift, attrs)| Op::MapRange { page, pages, shift, attrs }),
         2 => (page.clone(), 1..1200u64).prop_map(|(page, pages)| Op::Unmap { page, pages }),
+        4 => page.clone().prop_map(|page| Op::UnmapPage { page }),
+        1 => (page.clone(), any::<bool>()).prop_map(|(page, leaf)| Op::Install { page, leaf }),
+        1 => (page.clone(), 1..1200u64).prop_map(|(page, pages)| Op::Clear { page, pages }),
         2 => (page.clone(), 1..1200u64, 0..4u8).prop_map(|(page, pages, attrs)| Op::Protect { page, pages, attrs }),
         2 => page.clone().prop_map(|page| Op::Split { page }),
         2 => page.clone().prop_map(|page| Op::Collapse { page }),
@@ -201,6 +221,37 @@ impl<'m, F: PagingFormat> Harness<'m, F> {
                     self.model.remove(&(page + i));
                 }
             }
+            Op::UnmapPage { page } => {
+                touched = (page, 1);
+                self.table
+                    .unmap(va(page), 4096, &mut alloc, &self.mmu)?
+                    .flush(&self.mmu);
+                self.model.remove(&page);
+            }
+            Op::Install { page, leaf } => {
+                touched = (page, 1);
+                let pa = PA_BASE + page * 4096;
+                let entry = if leaf {
+                    Entry::Leaf {
+                        pfn: Pfn::containing(pa),
+                        size: PageSize::Size4KiB,
+                        attrs: attrs::<F>(1),
+                    }
+                } else {
+                    Entry::Absent
+                };
+                self.table
+                    .install(va(page), Level::L1, &entry, &mut alloc)?
+                    .flush(&self.mmu);
+                if leaf {
+                    self.model.insert(page, (pa, Some(attrs::<F>(1))));
+                }
+            }
+            Op::Clear { page, pages } => {
+                let (page, pages) = Self::clip(page, pages);
+                touched = (page, pages);
+                self.clear(page, pages);
+            }
             Op::Protect {
                 page,
                 pages,
@@ -297,6 +348,74 @@ impl<'m, F: PagingFormat> Harness<'m, F> {
         batch.finish(&self.mmu);
     }
 
+    /// Clears, through a cursor, every entry that lies wholly inside `[page, page + pages)`.
+    fn clear(&mut self, page: u64, pages: u64) {
+        let start = BASE + page * 4096;
+        let end = start + pages * 4096;
+        let mut batch = FlushBatch::new();
+        let mut cursor = self.table.cursor(start, pages * 4096).unwrap();
+        while let Some(mut slot) = cursor.next_slot() {
+            if slot.raw() == 0 || slot.va() < start || slot.va() + slot.span() > end {
+                continue;
+            }
+            let flush = match slot.replace(&Entry::Absent) {
+                Ok(flush) => flush,
+                Err(ReplaceError::NeedsBreakBeforeMake) => slot
+                    .replace_break_before_make(&Entry::Absent, &self.mmu)
+                    .unwrap(),
+                Err(e) => panic!("clear {:#x}: {e:?}", slot.va()),
+            };
+            batch.add(flush);
+            let first = (slot.va() - BASE) / 4096;
+            for p in first..first + slot.span() / 4096 {
+                self.model.remove(&p);
+            }
+        }
+        batch.finish(&self.mmu);
+    }
+
+    /// After an unmap of `[page, page + pages)`: every level-1 table the range lay in is
+    /// linked only while it maps a page of the model, and every level-2 table only
+    /// while it maps a page or links a table (an empty one may stay where `install` or
+    /// a cursor left it and no unmap went).
+    fn check_freed(&self, page: u64, pages: u64) {
+        let last = (page + pages).min(PAGES) - 1;
+        for region in page / 512..=last / 512 {
+            let va = BASE + region * 512 * 4096;
+            let mapped = self
+                .model
+                .range(region * 512..(region + 1) * 512)
+                .next()
+                .is_some();
+            if matches!(self.table.entry_at(va, Level::L2), Ok(Entry::Table { .. })) {
+                assert!(mapped, "empty level-1 table left at {va:#x}");
+            }
+        }
+        for gib in [0, GIB] {
+            let (first, end) = if gib == 0 {
+                (0, (GIB - BASE) / 4096)
+            } else {
+                ((GIB - BASE) / 4096, PAGES)
+            };
+            if last < first || page >= end {
+                // The unmap did not reach this level-2 table.
+                continue;
+            }
+            let mapped = self.model.range(first..end).next().is_some()
+                || (first / 512..end / 512).any(|region| {
+                    let va = BASE + region * 512 * 4096;
+                    matches!(self.table.entry_at(va, Level::L2), Ok(Entry::Table { .. }))
+                });
+            let va = BASE + first * 4096;
+            if matches!(self.table.entry_at(va, Level::L3), Ok(Entry::Table { .. })) {
+                assert!(
+                    mapped,
+                    "level-2 table left at {va:#x} with nothing below it"
+                );
+            }
+        }
+    }
+
     /// The table and the MMU agree with the model on `pages` pages from `page`.
     fn check(&self, page: u64, pages: u64) {
         for p in page..(page + pages).min(PAGES) {
@@ -349,7 +468,12 @@ fn run<F: PagingFormat>(root: Level, ops: &[Op]) {
             memory.set_budget(None);
         }
         match result {
-            Ok((page, pages)) => h.check(page.saturating_sub(1), pages + 2),
+            Ok((page, pages)) => {
+                h.check(page.saturating_sub(1), pages + 2);
+                if matches!(op, Op::Unmap { .. } | Op::UnmapPage { .. }) {
+                    h.check_freed(page, pages);
+                }
+            }
             Err(e) => {
                 assert!(
                     matches!(
