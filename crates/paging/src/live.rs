@@ -14,14 +14,19 @@
 //!
 //! - paths that make entries absent follow the count (`unmap`'s fast path and its path
 //!   within one table), drop it, or forget every count (the general `unmap`,
-//!   `collapse`, a cursor's replacement of a live entry by an absent one);
-//! - paths that make entries live may leave it low (`map`, `install`, a cursor), and
-//!   only `map_range` keeps it exact, where it fills a table (a table it creates gets
-//!   the number of entries it writes);
-//! - a freed table's slot is cleared, so a table linked there later starts unknown.
+//!   `unmap_with`, `collapse`, and a cursor's or slot's replacement that makes an
+//!   entry absent or live);
+//! - other paths that make entries live may leave it low (`map`, `install`), and
+//!   `map_range` keeps it exact: a table it creates gets the number of entries it
+//!   writes, a known count grows by them;
+//! - a freed table's count is dropped (every count, when its level-2 table goes), so a
+//!   table linked at its place later starts unknown.
+//!
+//! Counts are keyed by the translated bits of an address, so aarch64's upper-half form
+//! of an address finds the counts of the lower-half form, whose tables it shares.
 //!
 //! Entries made absent by code outside the page table (see `PageTable::from_root`) are
-//! not seen: a table they empty stays linked until the counts are forgotten.
+//! not seen: a table they empty may outlast the `unmap` that would have freed it.
 
 use devpriv_pte::Level;
 
@@ -29,14 +34,19 @@ use core::sync::atomic::AtomicU16;
 
 use crate::sync::{AtomicU64, Ordering};
 
-/// The key of no level-2 table (`va >> 30` never reaches it): no count is known.
+/// The key of no level-2 table (no address's key reaches it): no count is known.
 const NO_KEY: u64 = u64::MAX;
 
 /// Live-entry counts of the level-1 tables that one level-2 table links, indexed by the
 /// level-2 entry. Only counts above 0 are recorded (a table whose count reaches 0 is
 /// read, then freed or counted again), so 0 means "not known".
 pub(crate) struct LiveCounts {
-    /// `va >> 30` of the addresses the counted level-2 table covers, or [`NO_KEY`].
+    /// The translated bits of an address (below the table's `va_bits`): the walk uses
+    /// only those, so aarch64's upper-half form of an address reaches the same tables
+    /// as the lower-half form and must find the same counts.
+    va_mask: u64,
+    /// The key ([`key_of`](Self::key_of)) of the addresses the counted level-2 table
+    /// covers, or [`NO_KEY`].
     /// Atomic so that a `&self` path can drop every count by storing `NO_KEY`
     /// ([`forget_shared`](Self::forget_shared)); every other access is made under
     /// `&mut PageTable`.
@@ -52,12 +62,20 @@ pub(crate) struct LiveCounts {
 }
 
 impl LiveCounts {
-    /// No count known.
-    pub(crate) fn new() -> Self {
+    /// No count known, for a table translating `va_bits` bits of an address.
+    pub(crate) fn new(va_bits: u32) -> Self {
         Self {
+            va_mask: (1 << va_bits) - 1,
             key: AtomicU64::new(NO_KEY),
             slots: [const { AtomicU16::new(0) }; 512],
         }
+    }
+
+    /// The key of the level-2 table that translates `va`: its translated bits above
+    /// the 1 GiB that one level-2 table covers.
+    #[inline(always)]
+    fn key_of(&self, va: u64) -> u64 {
+        (va & self.va_mask) >> Level::L3.shift()
     }
 
     /// The counted level-2 table's key. Under `&mut self` no `&self` path runs, and
@@ -74,8 +92,8 @@ impl LiveCounts {
         self.key.store(NO_KEY, Ordering::Relaxed);
     }
 
-    /// [`forget`](Self::forget) for a `&self` path that made a level-1 entry live or
-    /// absent, or linked a level-1 table, behind the counts' back. Reads first, so that
+    /// [`forget`](Self::forget) for a `&self` path (a slot's replacement) that made a
+    /// level-1 entry live or absent behind the counts' back. Reads first, so that
     /// threads writing at once share the key's cache line instead of taking it in turn.
     #[inline]
     pub(crate) fn forget_shared(&self) {
@@ -88,7 +106,7 @@ impl LiveCounts {
     /// not known.
     #[inline(always)]
     pub(crate) fn get(&self, va: u64) -> u16 {
-        if va >> Level::L3.shift() == self.key() {
+        if self.key_of(va) == self.key() {
             self.slots[Level::L2.table_index(va)].load(Ordering::Relaxed)
         } else {
             0
@@ -100,7 +118,7 @@ impl LiveCounts {
     /// table is `va`'s).
     #[inline(always)]
     pub(crate) fn set(&self, va: u64, count: u16) {
-        debug_assert!(va >> Level::L3.shift() == self.key() && count <= 512);
+        debug_assert!(self.key_of(va) == self.key() && count <= 512);
         self.slots[Level::L2.table_index(va)].store(count, Ordering::Relaxed);
     }
 
@@ -121,7 +139,7 @@ impl LiveCounts {
     /// counted one (or none is counted), the counts start again for `va`'s: the slots
     /// are cleared (a kilobyte), the others forgotten.
     pub(crate) fn learn(&self, va: u64, count: u16) {
-        let key = va >> Level::L3.shift();
+        let key = self.key_of(va);
         if key != self.key() {
             for slot in &self.slots {
                 slot.store(0, Ordering::Relaxed);
@@ -135,7 +153,7 @@ impl LiveCounts {
     /// what the slot held).
     #[inline(always)]
     pub(crate) fn drop_count(&self, va: u64) {
-        if va >> Level::L3.shift() == self.key() {
+        if self.key_of(va) == self.key() {
             self.slots[Level::L2.table_index(va)].store(0, Ordering::Relaxed);
         }
     }

@@ -52,9 +52,10 @@ pub struct PageTable<F: PagingFormat, M: PhysMapper> {
     /// It is kept as [`l1_cache`](Self::l1_cache) is: every `&mut self` operation that
     /// may unlink a table clears both ([`forget_cached_tables`](Self::forget_cached_tables)).
     pub(crate) l2_cache: Option<(u64, Pfn)>,
-    /// How many live entries (at most) the level-1 tables below one level-2 table
-    /// hold: a hint that lets a single-page `unmap` skip the look at its table's other
-    /// entries (see [`LiveCounts`]). A kilobyte, most of this value's size.
+    /// How many live entries the level-1 tables below one level-2 table hold, where
+    /// known, never more than they do: a hint that lets a single-page `unmap` skip the
+    /// look at its table's other entries (see [`LiveCounts`]). A kilobyte, most of this
+    /// value's size.
     pub(crate) live: LiveCounts,
     format: PhantomData<fn() -> F>,
 }
@@ -66,6 +67,11 @@ impl<F: PagingFormat, M: PhysMapper> core::fmt::Debug for PageTable<F, M> {
             .field("root_level", &self.root_level)
             .finish_non_exhaustive()
     }
+}
+
+/// The number of virtual-address bits a table rooted at `root_level` resolves.
+const fn va_bits_below(root_level: Level) -> u32 {
+    root_level.shift() + 9
 }
 
 /// A link in a chain of frames that are not (or no longer) part of the table, kept in the
@@ -127,7 +133,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             l1_cache: None,
             l1_count_dropped: false,
             l2_cache: None,
-            live: LiveCounts::new(),
+            live: LiveCounts::new(va_bits_below(root_level)),
             format: PhantomData,
         };
         table.zero(root);
@@ -148,12 +154,11 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// lives. Frames freed by this value's operations go to the allocator passed to
     /// them, so the tables should have come from that allocator.
     ///
-    /// Such outside updates are safe but not seen by the value's live-entry counts (see
-    /// [`unmap`](Self::unmap)): a level-1 table whose last entries they clear may stay
-    /// linked, empty, until a range `unmap` across level-1 tables, a `collapse` or a
-    /// cursor's replacement of a live entry by an absent one makes the value forget
-    /// its counts. Clearing entries through [`slot`](Self::slot) or a
-    /// [`cursor`](Self::cursor) keeps the counts right.
+    /// Outside updates that clear live entries are not seen by the value's live-entry
+    /// counts (see [`unmap`](Self::unmap)): a level-1 table they empty may outlast the
+    /// `unmap` that would otherwise have freed it, until the value has forgotten its
+    /// counts and an `unmap` in that table reads it. Clearing entries through
+    /// [`slot`](Self::slot) or a [`cursor`](Self::cursor) keeps the counts right.
     pub unsafe fn from_root(root: Pfn, root_level: Level, mapper: M) -> Result<Self, PagingError> {
         if !F::is_root_level(root_level) {
             return Err(PagingError::InvalidRootLevel(root_level));
@@ -165,7 +170,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             l1_cache: None,
             l1_count_dropped: false,
             l2_cache: None,
-            live: LiveCounts::new(),
+            live: LiveCounts::new(va_bits_below(root_level)),
             format: PhantomData,
         })
     }
@@ -182,7 +187,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
 
     /// The number of virtual-address bits the table resolves (48 for a level-4 root).
     pub const fn va_bits(&self) -> u32 {
-        self.root_level.shift() + 9
+        va_bits_below(self.root_level)
     }
 
     /// The mapper.

@@ -157,12 +157,14 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// - in the table the previous call used, with a neighbour of the page still
     ///   mapped (a table unmapped page by page in address order): that one entry;
     /// - else, when the table's live-entry count is known: the count. The value keeps
-    ///   one for each level-1 table below one level-2 table (`map_range` sets it where
-    ///   it fills a table, `unmap` follows it, and counts the table when it first finds
-    ///   the page's cache line empty), so a table emptied page by page in any order is
-    ///   read only once more, when its count reaches zero;
-    /// - else the cache lines the range lies in, each tested as one word, then, if they
-    ///   are empty, the whole table, counted.
+    ///   counts for the level-1 tables below one level-2 table: `map_range` sets one
+    ///   for each table it creates (and adds to a known one), `unmap` follows it, and
+    ///   counts a table when it finds the range's cache lines empty. A table emptied
+    ///   page by page in a scattered order is then read once more, when its count
+    ///   reaches zero;
+    /// - else the cache lines the range lies in, each tested as one word (for a single
+    ///   page, then its neighbours across the line's edges), then, if those are empty,
+    ///   the whole table, counted.
     ///
     /// The counts take a kilobyte of the value and never decide alone that a table is
     /// empty; see [`from_root`](Self::from_root) for updates they do not see.
@@ -182,10 +184,11 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
 
     /// The fastest case of [`unmap`](Self::unmap), small enough to be inlined into the
     /// caller's loop: one 4 KiB page whose level-1 table is cached (or found through the
-    /// cached level-2 table in one read), with another entry of its cache line, or a
-    /// neighbour across the line's edge, that stays mapped (so the table stays). The
-    /// line is the one the page's own entry brings into the cache, tested as one word,
-    /// so the test mostly costs no other read and one branch.
+    /// cached level-2 table in one read) and stays, because a neighbour is still mapped
+    /// (in the table the last call used), its live-entry count says another entry is
+    /// left, or, without a count, another entry of its cache line (the line the page's
+    /// own entry brings into the cache, tested as one word) or a neighbour across the
+    /// line's edge is still mapped.
     ///
     /// Returns `None`, having changed nothing, otherwise.
     #[inline(always)]

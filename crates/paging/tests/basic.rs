@@ -2379,3 +2379,63 @@ fn tables_are_freed_when_their_last_page_goes_x86_64() {
 fn tables_are_freed_when_their_last_page_goes_aarch64() {
     tables_are_freed_when_their_last_page_goes::<Aarch64>();
 }
+
+/// aarch64 translates an address and its upper-half (TTBR1) form through the same
+/// tables, so unmaps through either form must keep the same live-entry counts: a count
+/// kept under one form and missed by the other would leave an emptied table linked, or
+/// hand a freed table's count to a new table at its place.
+#[test]
+fn upper_half_unmaps_keep_the_counts_of_their_lower_half() {
+    let memory = Memory::new(32);
+    let mut alloc = &memory;
+    let mut t = PageTable::<Aarch64, _>::new(Level::L3, &memory, &mut alloc).unwrap();
+    let high = 0xffff_ff80_0000_0000u64;
+    let l1_linked = |t: &PageTable<Aarch64, &Memory>| {
+        matches!(t.entry_at(0, Level::L2), Ok(Entry::Table { .. }))
+    };
+    let unmap = |t: &mut PageTable<Aarch64, &Memory>, va: u64| {
+        let mut alloc = &memory;
+        t.unmap(va, 0x1000, &mut alloc, &NoInvalidate)
+            .unwrap()
+            .ignore();
+    };
+    // A table made by map_range (counted: 2), emptied one page through each form.
+    t.map_range(0, 0, 0x2000, rw::<Aarch64>(), &mut alloc)
+        .unwrap()
+        .ignore();
+    unmap(&mut t, high);
+    assert!(l1_linked(&t));
+    unmap(&mut t, 0x1000);
+    assert!(!l1_linked(&t), "the emptied table stays linked");
+    // A page elsewhere keeps the level-2 table; a counted table freed through the upper
+    // form, then a new one at its place through the lower form.
+    t.map(
+        0x20_0000,
+        Pfn::new(9),
+        PageSize::Size4KiB,
+        rw::<Aarch64>(),
+        &mut alloc,
+    )
+    .unwrap()
+    .ignore();
+    t.map_range(0, 0, 0x2000, rw::<Aarch64>(), &mut alloc)
+        .unwrap()
+        .ignore();
+    unmap(&mut t, high);
+    unmap(&mut t, high + 0x1000);
+    assert!(!l1_linked(&t));
+    t.map(
+        0,
+        Pfn::new(3),
+        PageSize::Size4KiB,
+        rw::<Aarch64>(),
+        &mut alloc,
+    )
+    .unwrap()
+    .ignore();
+    unmap(&mut t, 0);
+    assert!(!l1_linked(&t), "the new table took the freed one's count");
+    unmap(&mut t, 0x20_0000);
+    assert_eq!(memory.live_frames(), 1, "tables left");
+    t.destroy(&mut alloc);
+}
