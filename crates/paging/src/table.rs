@@ -41,7 +41,7 @@ pub struct PageTable<F: PagingFormat, M: PhysMapper> {
     /// table it left linked). `&self` operations never unlink a table, so the entry is
     /// right whatever they did meanwhile; it caches where the table is, never what it
     /// holds.
-    pub(crate) l1_cache: Option<(u64, Pfn)>,
+    pub(crate) l1_cache: CachedTable,
     /// Set when `unmap`'s fast path dropped the count of the cached level-1 table (it
     /// then clears entries of that table without following the count); cleared
     /// whenever another table is cached ([`cache_level1`](Self::cache_level1)).
@@ -51,7 +51,7 @@ pub struct PageTable<F: PagingFormat, M: PhysMapper> {
     /// walk starts there instead of at the root, like a CPU's paging-structure cache.
     /// It is kept as [`l1_cache`](Self::l1_cache) is: every `&mut self` operation that
     /// may unlink a table clears both ([`forget_cached_tables`](Self::forget_cached_tables)).
-    pub(crate) l2_cache: Option<(u64, Pfn)>,
+    pub(crate) l2_cache: CachedTable,
     /// How many live entries the level-1 tables below one level-2 table hold, where
     /// known, never more than they do: a hint that lets a single-page `unmap` skip the
     /// look at its table's other entries (see [`LiveCounts`]). A kilobyte, most of this
@@ -66,6 +66,48 @@ impl<F: PagingFormat, M: PhysMapper> core::fmt::Debug for PageTable<F, M> {
             .field("root", &self.root)
             .field("root_level", &self.root_level)
             .finish_non_exhaustive()
+    }
+}
+
+/// A table a `PageTable` remembers where to find, and the key it is found by (`va >> 21`
+/// for a level-1 table, `va >> 30` for a level-2 table, of a translatable address).
+///
+/// Two words and no `Option`, so that caching a table is two stores: in a loop of calls
+/// that each cache another table, every store per call takes a store-buffer entry
+/// until the call's cache miss retires, which bounds how many of those misses overlap.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CachedTable {
+    /// The key, or [`NO_TABLE`](Self::NO_TABLE) (no key reaches it: `va >> 21` of a
+    /// 64-bit address is below 2^43).
+    key: u64,
+    table: Pfn,
+}
+
+impl CachedTable {
+    const NO_TABLE: u64 = u64::MAX;
+
+    /// Nothing cached.
+    pub(crate) const NONE: Self = Self {
+        key: Self::NO_TABLE,
+        table: Pfn::new(0),
+    };
+
+    /// `table`, found by `key`.
+    #[inline(always)]
+    pub(crate) const fn new(key: u64, table: Pfn) -> Self {
+        Self { key, table }
+    }
+
+    /// The table, if it is the one `key` finds.
+    #[inline(always)]
+    pub(crate) fn get(&self, key: u64) -> Option<Pfn> {
+        (self.key == key).then_some(self.table)
+    }
+
+    /// Whether the table cached is the one `key` finds.
+    #[inline(always)]
+    pub(crate) fn holds(&self, key: u64) -> bool {
+        self.key == key
     }
 }
 
@@ -130,9 +172,9 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             root,
             root_level,
             mapper,
-            l1_cache: None,
+            l1_cache: CachedTable::NONE,
             l1_count_dropped: false,
-            l2_cache: None,
+            l2_cache: CachedTable::NONE,
             live: LiveCounts::new(va_bits_below(root_level)),
             format: PhantomData,
         };
@@ -167,9 +209,9 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             root,
             root_level,
             mapper,
-            l1_cache: None,
+            l1_cache: CachedTable::NONE,
             l1_count_dropped: false,
-            l2_cache: None,
+            l2_cache: CachedTable::NONE,
             live: LiveCounts::new(va_bits_below(root_level)),
             format: PhantomData,
         })
@@ -428,9 +470,9 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// A walk remembers the level-2 table it went through ([`Self::l2_cache`]).
     #[inline(always)]
     pub(crate) fn level1_table(&mut self, va: u64, key: u64) -> Option<Pfn> {
-        match self.l1_cache {
-            Some((cached, table)) if cached == key => Some(table),
-            _ => self.walk_to_level1_table(va),
+        match self.l1_cache.get(key) {
+            Some(table) => Some(table),
+            None => self.walk_to_level1_table(va),
         }
     }
 
@@ -439,9 +481,9 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// level-2 table (one read). `None` otherwise, or if that entry is not a table.
     #[inline(always)]
     pub(crate) fn cached_level1_table(&self, va: u64, key: u64) -> Option<Pfn> {
-        match self.l1_cache {
-            Some((cached, table)) if cached == key => Some(table),
-            _ => self.level1_table_below_cached_level2(va).flatten(),
+        match self.l1_cache.get(key) {
+            Some(table) => Some(table),
+            None => self.level1_table_below_cached_level2(va).flatten(),
         }
     }
 
@@ -450,10 +492,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// level-1 table, or `None` for anything else); `None` when it is not cached.
     #[inline(always)]
     fn level1_table_below_cached_level2(&self, va: u64) -> Option<Option<Pfn>> {
-        let (key, table) = self.l2_cache?;
-        if key != va >> Level::L3.shift() {
-            return None;
-        }
+        let table = self.l2_cache.get(va >> Level::L3.shift())?;
         // A plain read: a break-before-make marker is not a table, and the caller's
         // slow path waits for it.
         let raw = self
@@ -472,7 +511,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         }
         match self.walk_to(va, Level::L2) {
             (table, Level::L2, raw) => {
-                self.l2_cache = Some((va >> Level::L3.shift(), table));
+                self.l2_cache = CachedTable::new(va >> Level::L3.shift(), table);
                 F::table_pfn(raw, Level::L2)
             }
             _ => None,
@@ -482,16 +521,21 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
     /// Caches level-1 table `table`, whose key (`va >> 21`) is `key`.
     #[inline(always)]
     pub(crate) fn cache_level1(&mut self, key: u64, table: Pfn) {
-        self.l1_cache = Some((key, table));
-        self.l1_count_dropped = false;
+        self.l1_cache = CachedTable::new(key, table);
+        // A store only when it changes: a loop of unmaps in a scattered order keeps a
+        // store per call out of the store buffer, which bounds how many of its cache
+        // misses overlap.
+        if self.l1_count_dropped {
+            self.l1_count_dropped = false;
+        }
     }
 
     /// Forgets the cached level-1 and level-2 tables: called by every `&mut self`
     /// operation that may unlink a table, before it does.
     #[inline]
     pub(crate) fn forget_cached_tables(&mut self) {
-        self.l1_cache = None;
-        self.l2_cache = None;
+        self.l1_cache = CachedTable::NONE;
+        self.l2_cache = CachedTable::NONE;
         self.live.forget();
     }
 

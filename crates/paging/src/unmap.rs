@@ -11,7 +11,7 @@ use crate::format::PagingFormat;
 use crate::frames::FrameAllocator;
 use crate::mapper::{PhysMapper, TableEntries};
 use crate::sync::Ordering;
-use crate::table::{FrameChain, PageTable, chunk, is_absent};
+use crate::table::{CachedTable, FrameChain, PageTable, chunk, is_absent};
 use crate::tlb::TlbInvalidate;
 
 /// An entry that [`PageTable::unmap_with`] or [`PageTable::destroy_with`] removed: a
@@ -198,7 +198,7 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             return None;
         }
         let key = va >> Level::L2.shift();
-        let same_table = matches!(self.l1_cache, Some((cached, _)) if cached == key);
+        let same_table = self.l1_cache.holds(key);
         let table = self.cached_level1_table(va, key)?;
         // Linked and translatable, as `unmap_in_one_table` explains.
         let entries = self.entries(table);
@@ -209,12 +209,8 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             return None;
         }
         let live_here = !is_absent::<F>(raw);
-        let live = |i: usize| !is_absent::<F>(entries[i].load(Ordering::Acquire));
-        let neighbour_live =
-            || (index + 1 < entries.len() && live(index + 1)) || (index > 0 && live(index - 1));
-        let line_live = || !is_absent::<F>(line_bits(entries, index / LINE, index % LINE));
         // Whether the table stays, and the count it is left with if it has one.
-        let by_neighbour = same_table && neighbour_live();
+        let by_neighbour = same_table && neighbour_live::<F>(entries, index);
         let (keeps_table, count_left) = if by_neighbour {
             // The same level-1 table as the last call: pages are likely going in address
             // order, and the next or previous entry answers (one read of a line already
@@ -225,8 +221,12 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         } else {
             match self.live.get(va) {
                 // No count: the page's line, tested as one word (mostly right whatever
-                // the order), then its neighbours across the line's edges.
-                0 => (line_live() || (!same_table && neighbour_live()), None),
+                // the order), then its neighbours across the line's edges. Out of line,
+                // so that the counted path keeps its registers.
+                0 => (
+                    line_or_neighbour_live::<F>(entries, index, same_table),
+                    None,
+                ),
                 // The count says whether another entry stays: a branch on a hot counter,
                 // not on the entries just fetched (in a scattered order, a line of them
                 // empties once in eight pages, which no predictor learns).
@@ -459,8 +459,8 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         alloc: &mut impl FrameAllocator,
         tlb: &impl TlbInvalidate,
     ) -> Flush {
-        self.l1_cache = None;
-        self.l2_cache = None;
+        self.l1_cache = CachedTable::NONE;
+        self.l2_cache = CachedTable::NONE;
         self.live.drop_count(va);
         let (table, path, mut depth) = self.path_to_l1(va).expect("the table is linked");
         let mut level = Level::L1;
@@ -814,6 +814,25 @@ fn has_live_entry<F: PagingFormat>(entries: &TableEntries, first: usize, last: u
         }
     }
     false
+}
+
+/// Whether the entry after or before `index` is live.
+#[inline(always)]
+fn neighbour_live<F: PagingFormat>(entries: &TableEntries, index: usize) -> bool {
+    let live = |i: usize| !is_absent::<F>(entries[i].load(Ordering::Acquire));
+    (index + 1 < entries.len() && live(index + 1)) || (index > 0 && live(index - 1))
+}
+
+/// Whether another entry of `index`'s cache line (tested as one word) is live, or else,
+/// unless `neighbours_tested`, the entry after or before it.
+#[inline(never)]
+fn line_or_neighbour_live<F: PagingFormat>(
+    entries: &TableEntries,
+    index: usize,
+    neighbours_tested: bool,
+) -> bool {
+    !is_absent::<F>(line_bits(entries, index / LINE, index % LINE))
+        || (!neighbours_tested && neighbour_live::<F>(entries, index))
 }
 
 /// Whether the first or last cache line of `entries[first..=last]` holds a live entry:
