@@ -44,7 +44,8 @@ pub struct PageTable<F: PagingFormat, M: PhysMapper> {
     pub(crate) l1_cache: CachedTable,
     /// Set when `unmap`'s fast path dropped the count of the cached level-1 table (it
     /// then clears entries of that table without following the count); cleared
-    /// whenever another table is cached ([`cache_level1`](Self::cache_level1)).
+    /// whenever a table is cached again ([`cache_level1`](Self::cache_level1)), since
+    /// the paths that do so may have counted it.
     pub(crate) l1_count_dropped: bool,
     /// The level-2 table (the one holding level-2 entries) that the last walk of a
     /// `map` or `unmap` went through, keyed by `va >> 30`: when `l1_cache` misses, their
