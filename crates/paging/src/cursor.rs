@@ -184,7 +184,7 @@ impl<'a, F: PagingFormat> Slot<'a, F> {
     /// absent or back (they follow `&mut self` paths only).
     fn note_written(&self, new_raw: u64) {
         if is_absent::<F>(self.raw) != is_absent::<F>(new_raw) {
-            self.live.forget_shared();
+            self.live.forget();
         }
     }
 

@@ -48,7 +48,7 @@ pub(crate) struct LiveCounts {
     /// The key ([`key_of`](Self::key_of)) of the addresses the counted level-2 table
     /// covers, or [`NO_KEY`].
     /// Atomic so that a `&self` path can drop every count by storing `NO_KEY`
-    /// ([`forget_shared`](Self::forget_shared)); every other access is made under
+    /// ([`forget`](Self::forget)); every other access is made under
     /// `&mut PageTable`.
     key: AtomicU64,
     /// Per level-2 entry: the live entries (1..=512) of the level-1 table it links, or
@@ -86,17 +86,12 @@ impl LiveCounts {
     }
 
     /// Forgets every count: called where a table may have been unlinked, or level-1
-    /// entries changed, without the counts following.
+    /// entries changed, without the counts following, including by a `&self` path (a
+    /// slot's replacement that made an entry live or absent). Reads first, so that
+    /// threads doing that at once share the key's cache line instead of taking it in
+    /// turn.
     #[inline]
     pub(crate) fn forget(&self) {
-        self.key.store(NO_KEY, Ordering::Relaxed);
-    }
-
-    /// [`forget`](Self::forget) for a `&self` path (a slot's replacement) that made a
-    /// level-1 entry live or absent behind the counts' back. Reads first, so that
-    /// threads writing at once share the key's cache line instead of taking it in turn.
-    #[inline]
-    pub(crate) fn forget_shared(&self) {
         if self.key() != NO_KEY {
             self.key.store(NO_KEY, Ordering::Relaxed);
         }

@@ -209,24 +209,21 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
             return None;
         }
         let live_here = !is_absent::<F>(raw);
-        // Whether the table stays, and the count it is left with if it has one.
+        // Whether the table stays.
         let by_neighbour = same_table && neighbour_live::<F>(entries, index);
-        let (keeps_table, count_left) = if by_neighbour {
+        let keeps_table = if by_neighbour {
             // The same level-1 table as the last call: pages are likely going in address
             // order, and the next or previous entry answers (one read of a line already
             // fetched, a branch predicted right). The table's count, if any, is dropped
             // once rather than followed, which would chain each call to the last one's
             // store of it.
-            (true, None)
+            true
         } else {
             match self.live.get(va) {
                 // No count: the page's line, tested as one word (mostly right whatever
                 // the order), then its neighbours across the line's edges. Out of line,
                 // so that the counted path keeps its registers.
-                0 => (
-                    line_or_neighbour_live::<F>(entries, index, same_table),
-                    None,
-                ),
+                0 => line_or_neighbour_live::<F>(entries, index, same_table),
                 // The count says whether another entry stays: a branch on a hot counter,
                 // not on the entries just fetched (in a scattered order, a line of them
                 // empties once in eight pages, which no predictor learns).
@@ -237,7 +234,8 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                         // frees anything.
                         return None;
                     }
-                    (true, Some(left))
+                    self.live.set(va, left);
+                    true
                 }
             }
         };
@@ -255,17 +253,12 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
                 Flush::none()
             }
         };
-        if by_neighbour {
-            // The table is the cached one already.
-            if !self.l1_count_dropped {
-                self.live.drop_count(va);
-                self.l1_count_dropped = true;
-            }
-        } else {
-            if let Some(left) = count_left {
-                self.live.set(va, left);
-            }
+        if !by_neighbour {
             self.cache_level1(key, table);
+        } else if !self.l1_count_dropped {
+            // The table is the cached one already; its count goes once.
+            self.live.drop_count(va);
+            self.l1_count_dropped = true;
         }
         Some(flush)
     }
@@ -425,22 +418,20 @@ impl<F: PagingFormat, M: PhysMapper> PageTable<F, M> {
         // lies in are read, and when they hold nothing live the whole table is counted,
         // which lets the next unmaps in it go by the count.
         let count = self.live.get(va);
-        let counted_left = (count > cleared).then(|| count - cleared);
-        let (stays, counted) = match counted_left {
-            Some(_) => (true, None),
-            None if own_lines_live::<F>(entries, first, final_index) => (true, None),
-            None => {
-                let count = live_entries::<F>(entries);
-                (count > 0, Some(count))
-            }
-        };
-        match (counted_left, counted) {
-            (Some(left), _) => self.live.set(va, left),
-            (None, Some(count)) if count > 0 => self.live.learn(va, count),
+        let stays = if count > cleared {
+            self.live.set(va, count - cleared);
+            true
+        } else if own_lines_live::<F>(entries, first, final_index) {
             // The count, if any, said empty and was wrong.
-            (None, None) => self.live.drop_count(va),
-            (None, Some(_)) => {}
-        }
+            self.live.drop_count(va);
+            true
+        } else {
+            let count = live_entries::<F>(entries);
+            if count > 0 {
+                self.live.learn(va, count);
+            }
+            count > 0
+        };
         if stays {
             self.cache_level1(key, table);
             return Some(flush);
@@ -796,19 +787,18 @@ fn has_live_entry<F: PagingFormat>(entries: &TableEntries, first: usize, last: u
     if own_lines_live::<F>(entries, first, last) {
         return true;
     }
-    let line_live = |line: usize| !is_absent::<F>(line_bits(entries, line, LINE));
     let lines = entries.len() / LINE;
     let (mut down, mut up) = (first / LINE, last / LINE);
     while down > 0 || up + 1 < lines {
         if up + 1 < lines {
             up += 1;
-            if line_live(up) {
+            if line_live::<F>(entries, up) {
                 return true;
             }
         }
         if down > 0 {
             down -= 1;
-            if line_live(down) {
+            if line_live::<F>(entries, down) {
                 return true;
             }
         }
@@ -840,8 +830,14 @@ fn line_or_neighbour_live<F: PagingFormat>(
 #[inline]
 fn own_lines_live<F: PagingFormat>(entries: &TableEntries, first: usize, last: usize) -> bool {
     let (own_first, own_last) = (first / LINE, last / LINE);
-    let line_live = |line: usize| !is_absent::<F>(line_bits(entries, line, LINE));
-    line_live(own_first) || (own_last != own_first && line_live(own_last))
+    line_live::<F>(entries, own_first)
+        || (own_last != own_first && line_live::<F>(entries, own_last))
+}
+
+/// Whether cache line `line` of `entries` holds a live entry, tested as one word.
+#[inline(always)]
+fn line_live<F: PagingFormat>(entries: &TableEntries, line: usize) -> bool {
+    !is_absent::<F>(line_bits(entries, line, LINE))
 }
 
 /// The number of live entries in `entries`, read without a branch per entry.
