@@ -53,6 +53,15 @@ fn world<F: PagingFormat>(memory: &Memory) -> World<'_, F> {
 }
 
 impl<F: PagingFormat> World<'_, F> {
+    /// Unmaps `[va, va + len)`, which must succeed, and applies its flush to the MMU.
+    fn unmap(&mut self, va: u64, len: u64) {
+        let mut alloc = self.memory;
+        self.table
+            .unmap(va, len, &mut alloc, &self.mmu)
+            .unwrap()
+            .flush(&self.mmu);
+    }
+
     fn finish(self) {
         self.mmu.assert_clean();
         let mut alloc = self.memory;
@@ -1107,11 +1116,7 @@ fn unmap_page_by_page_frees_tables_when_empty<F: PagingFormat>() {
     }
     let full = memory.live_frames();
     let unmap_page = |w: &mut World<'_, F>, va: u64| {
-        let mut alloc = w.memory;
-        w.table
-            .unmap(va, 0x1000, &mut alloc, &w.mmu)
-            .unwrap()
-            .flush(&w.mmu);
+        w.unmap(va, 0x1000);
         assert!(w.table.translate(va).is_none(), "{va:#x} still mapped");
         assert!(
             w.mmu.access(va, Access::Read).is_err(),
@@ -1214,13 +1219,6 @@ fn cached_tables_are_forgotten_when_freed<F: PagingFormat>() {
             .unwrap()
             .flush(&w.mmu);
     };
-    let unmap = |w: &mut World<'_, F>, va: u64, len: u64| {
-        let mut alloc = w.memory;
-        w.table
-            .unmap(va, len, &mut alloc, &w.mmu)
-            .unwrap()
-            .flush(&w.mmu);
-    };
     let empty = memory.live_frames();
     // Two level-1 tables below one level-2 table, each page's neighbour mapped, so that
     // the unmaps below take the inlined path through the cached level-2 table.
@@ -1234,22 +1232,22 @@ fn cached_tables_are_forgotten_when_freed<F: PagingFormat>() {
         }
         match round {
             // The whole gigabyte in one call: the general path frees both levels.
-            0 => unmap(&mut w, base, GIB),
+            0 => w.unmap(base, GIB),
             // Page by page, alternating tables: the last pages free the tables.
             1 => {
                 for va in [pages[0], pages[2], pages[1], pages[3]] {
-                    unmap(&mut w, va, 0x1000);
+                    w.unmap(va, 0x1000);
                 }
             }
             // One table's pages, then a page elsewhere in the gigabyte mapped and
             // unmapped before the other table's pages go.
             _ => {
-                unmap(&mut w, pages[0], 0x1000);
-                unmap(&mut w, pages[1], 0x1000);
+                w.unmap(pages[0], 0x1000);
+                w.unmap(pages[1], 0x1000);
                 map_page(&mut w, base + 8 * MIB);
-                unmap(&mut w, base + 8 * MIB, 0x1000);
-                unmap(&mut w, pages[2], 0x1000);
-                unmap(&mut w, pages[3], 0x1000);
+                w.unmap(base + 8 * MIB, 0x1000);
+                w.unmap(pages[2], 0x1000);
+                w.unmap(pages[3], 0x1000);
             }
         }
         for va in pages {
@@ -2236,13 +2234,6 @@ fn tables_are_freed_when_their_last_page_goes<F: PagingFormat>() {
         .ignore();
     let empty = memory.live_frames();
     let page_va = |table: usize, page: u64| bases[table] + page * 0x1000;
-    let unmap_page = |w: &mut World<'_, F>, va: u64| {
-        let mut alloc = w.memory;
-        w.table
-            .unmap(va, 0x1000, &mut alloc, &w.mmu)
-            .unwrap()
-            .flush(&w.mmu);
-    };
     let linked = |w: &World<'_, F>, table: usize| {
         matches!(
             w.table.entry_at(bases[table], Level::L2),
@@ -2307,7 +2298,7 @@ fn tables_are_freed_when_their_last_page_goes<F: PagingFormat>() {
                 3 => {
                     // Free some pages, then put some of them back through `install`.
                     for page in 0..64u64 {
-                        unmap_page(&mut w, page_va(t, page));
+                        w.unmap(page_va(t, page), 0x1000);
                         mapped[t][page as usize] = false;
                     }
                     for page in (0..64u64).step_by(3) {
@@ -2325,7 +2316,7 @@ fn tables_are_freed_when_their_last_page_goes<F: PagingFormat>() {
                 }
                 4 => {
                     for page in 100..300u64 {
-                        unmap_page(&mut w, page_va(t, page));
+                        w.unmap(page_va(t, page), 0x1000);
                         mapped[t][page as usize] = false;
                     }
                 }
@@ -2340,7 +2331,7 @@ fn tables_are_freed_when_their_last_page_goes<F: PagingFormat>() {
                 if round == 2 && !table_pages[page as usize] {
                     continue;
                 }
-                unmap_page(&mut w, page_va(t, page));
+                w.unmap(page_va(t, page), 0x1000);
                 table_pages[page as usize] = false;
                 let left = table_pages.iter().filter(|&&m| m).count();
                 assert_eq!(
@@ -2361,12 +2352,12 @@ fn tables_are_freed_when_their_last_page_goes<F: PagingFormat>() {
                 .unwrap()
                 .ignore();
             assert!(linked(&w, t), "round {round}, table {t}: installed");
-            unmap_page(&mut w, page_va(t, 7));
+            w.unmap(page_va(t, 7), 0x1000);
             assert!(!linked(&w, t), "round {round}, table {t}: empty table kept");
         }
         assert_eq!(memory.live_frames(), empty, "round {round}: tables kept");
     }
-    unmap_page(&mut w, anchor);
+    w.unmap(anchor, 0x1000);
     w.finish();
 }
 
